@@ -1,0 +1,1 @@
+"""``crm-admin``: the operators' tool. Thin: parse, open a unit of work, call a service, print."""

@@ -1,0 +1,38 @@
+"""The database a command works on: same configuration files as the server."""
+
+from __future__ import annotations
+
+import configparser
+from contextlib import contextmanager
+from typing import Iterator, Optional, Sequence
+
+from sqlalchemy import Engine, inspect
+from sqlalchemy.orm import Session
+
+from server import config
+from server.crm import db
+
+
+class SchemaMissing(Exception):
+    pass
+
+
+def database_url(config_paths: Optional[Sequence[str]], override: Optional[str]) -> str:
+    if override:
+        return db.resolve_url(override)
+    parser = configparser.RawConfigParser()
+    parser.read([config.DEFAULTS, *config.operator_paths(config_paths)], encoding="utf-8")
+    return db.resolve_url(parser.get("storage", "db_url", fallback=""))
+
+
+def engine_for(url: str) -> Engine:
+    return db.make_engine(url, pool_size=1)
+
+
+@contextmanager
+def unit_of_work(engine: Engine) -> Iterator[Session]:
+    """One transaction per command: committed if the command returns, rolled back if not."""
+    if not inspect(engine).has_table("users"):
+        raise SchemaMissing()
+    with Session(engine, expire_on_commit=False) as session, session.begin():
+        yield session

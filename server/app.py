@@ -1,0 +1,133 @@
+"""The WSGI application: Radicale's, with the few things it leaves to the deployment.
+
+* The request body is read once, checked against ``[server] max_content_length`` under
+  every server (Radicale checks it only in its built-in one) and kept for the storage plugin,
+  which stores what the client sent rather than vobject's rewrite of it.
+* A client error gets one line of reason in the body instead of a bare "Bad Request".
+* A database outage becomes ``503 Service Unavailable`` with ``Retry-After``, never a 500.
+
+Used by ``crm-server`` (Radicale's own server loop) and by ``server.wsgi`` (gunicorn).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from http import client
+from typing import Iterable, Optional
+
+import defusedxml.ElementTree as DefusedET
+from radicale import httputils
+from radicale import item as radicale_item
+from radicale.app import Application
+
+from server import request_context
+
+logger = logging.getLogger("radicale-crm")
+
+RETRY_AFTER_SECONDS = 5
+_XML_METHODS = {"PROPFIND", "PROPPATCH", "REPORT", "MKCOL", "MKCALENDAR"}
+
+
+class CrmApplication(Application):
+
+    def __call__(self, environ, start_response) -> Iterable[bytes]:
+        context = request_context.RequestContext(
+            method=environ.get("REQUEST_METHOD", "").upper(),
+            path=environ.get("PATH_INFO", ""),
+            remote_addr=environ.get("REMOTE_ADDR", ""))
+        refusal = self._read_body(environ, context)
+        if refusal is not None:
+            return _plain(start_response, *refusal)
+        context.decoder = lambda raw: httputils.decode_request(self.configuration, environ, raw)
+        captured: dict = {}
+
+        def capture(status, headers, exc_info=None):
+            captured["status"], captured["headers"] = status, headers
+            return lambda data: None
+
+        with request_context.bound(context):
+            answers = super().__call__(environ, capture)
+        code = int(captured["status"].split(" ", 1)[0])
+        if context.db_unavailable and code >= 500:
+            return _plain(start_response, client.SERVICE_UNAVAILABLE,
+                          "the database is unavailable, retry later",
+                          [("Retry-After", str(RETRY_AFTER_SECONDS))])
+        if 400 <= code < 500 and _is_generic(captured["headers"]):
+            reason = context.reason or self._explain(context, code)
+            if reason:
+                return _plain(start_response, code, reason, _keep(captured["headers"]),
+                              head=context.method == "HEAD")
+        start_response(captured["status"], captured["headers"])
+        return answers
+
+    def _read_body(self, environ, context) -> Optional[tuple[int, str]]:
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            return client.BAD_REQUEST, "invalid Content-Length header"
+        if length < 0:
+            return client.BAD_REQUEST, "invalid Content-Length header"
+        limit = self._max_content_length
+        if limit and length > limit:
+            return (client.REQUEST_ENTITY_TOO_LARGE,
+                    f"request body of {length} bytes exceeds the limit of {limit} bytes")
+        chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
+        if not length and not chunked:
+            return None
+        stream = environ["wsgi.input"]
+        body = stream.read(length) if length else stream.read(limit + 1 if limit else -1)
+        if limit and len(body) > limit:
+            return (client.REQUEST_ENTITY_TOO_LARGE,
+                    f"request body exceeds the limit of {limit} bytes")
+        environ["wsgi.input"] = io.BytesIO(body)
+        environ["CONTENT_LENGTH"] = str(len(body))
+        context.raw_body = body
+        return None
+
+    def _explain(self, context, code: int) -> Optional[str]:
+        """Why Radicale refused a body it parsed itself (error path only)."""
+        if code != client.BAD_REQUEST or not context.raw_body:
+            return None
+        try:
+            text = context.body_text
+        except Exception as e:  # undecodable body
+            return f"request body cannot be decoded: {e}"
+        if context.method == "PUT":
+            try:
+                components = radicale_item.read_components(text)
+                radicale_item.check_and_sanitize_items(
+                    components, self._max_vevent_rrule_occurrence, is_collection=False,
+                    tag="")
+            except Exception as e:
+                return "invalid iCalendar/vCard object: " + _one_line(e)
+            return "invalid iCalendar/vCard object"
+        if context.method in _XML_METHODS:
+            try:
+                DefusedET.fromstring(text)
+            except Exception as e:
+                return "malformed XML body: " + _one_line(e)
+            return "unsupported or invalid XML request"
+        return None
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())[:300] or type(error).__name__
+
+
+def _is_generic(headers) -> bool:
+    """Radicale's own canned plain-text answers (XML error bodies are kept as they are)."""
+    return any(k.lower() == "content-type" and v.startswith("text/plain") for k, v in headers)
+
+
+def _keep(headers) -> list:
+    return [(k, v) for k, v in headers
+            if k.lower() not in ("content-type", "content-length", "content-encoding")]
+
+
+def _plain(start_response, code: int, reason: str, extra=(), head: bool = False):
+    body = (reason + "\n").encode("utf-8")
+    headers = [*extra, ("Content-Type", "text/plain; charset=utf-8"),
+               ("Content-Length", str(len(body)))]
+    start_response("%d %s" % (code, client.responses.get(code, "Error")), headers)
+    return [] if head else [body]

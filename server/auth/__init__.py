@@ -1,0 +1,1 @@
+"""Radicale auth plugin over the users table. Entry module: ``server.auth.plugin``."""

@@ -1,0 +1,1 @@
+"""The CRM domain. Knows SQLAlchemy, vobject and rapidfuzz; never radicale."""

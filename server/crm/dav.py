@@ -1,0 +1,395 @@
+"""The DAV store: collections, items, the per-collection change log and the trash.
+
+Pure domain code over a SQLAlchemy session (the caller owns the transaction). Paths are
+sanitized collection paths without leading or trailing slash ("alice/calendar"); the root
+is "". Every change of a collection's content bumps its ``revision`` by one and records the
+href in the compacted change log, which is what sync tokens and CTags are made of.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Iterable, Iterator, Mapping, Optional, Sequence
+
+from sqlalchemy import Row, and_, delete, insert, or_, select, update
+from sqlalchemy.orm import Session
+
+from server.crm.errors import AlreadyExists, InvalidSyncToken, NotFound
+from server.crm.models import DavChange, DavCollection, DavItem, DavTrash, utcnow
+
+SYNC_TOKEN_PREFIX = "http://radicale-crm/ns/sync/"
+_CHUNK = 500
+
+
+@dataclass(frozen=True)
+class ItemData:
+    """What the protocol layer hands the store for one object."""
+
+    href: str
+    uid: str
+    name: str
+    component: str
+    text: str
+    etag: str
+    range_start: int
+    range_end: int
+    klass: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class StoredItem(ItemData):
+    modified_at: dt.datetime = dt.datetime.min.replace(tzinfo=dt.timezone.utc)
+
+
+@dataclass
+class CollectionState:
+    """A snapshot of a collection row; cheap to read after the transaction ended."""
+
+    id: int
+    path: str
+    tag: str
+    props: dict
+    sync_key: str
+    revision: int
+    pruned_revision: int
+    modified_at: dt.datetime
+
+    @property
+    def etag(self) -> str:
+        return '"%s-%d"' % (self.sync_key, self.revision)
+
+    @property
+    def sync_token(self) -> str:
+        return "%s%s-%d" % (SYNC_TOKEN_PREFIX, self.sync_key, self.revision)
+
+
+def parent_of(path: str) -> str:
+    return path.rpartition("/")[0]
+
+
+def _aware(value: dt.datetime) -> dt.datetime:
+    # SQLite hands back naive datetimes; everything we store is UTC.
+    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+
+
+_COLLECTION_COLUMNS = (DavCollection.id, DavCollection.path, DavCollection.tag,
+                       DavCollection.props_json, DavCollection.sync_key, DavCollection.revision,
+                       DavCollection.pruned_revision, DavCollection.modified_at)
+_ITEM_COLUMNS = (DavItem.href, DavItem.uid, DavItem.name, DavItem.component, DavItem.text,
+                 DavItem.etag, DavItem.range_start, DavItem.range_end, DavItem.klass,
+                 DavItem.modified_at)
+
+
+def _collection(row: Row) -> CollectionState:
+    return CollectionState(id=row.id, path=row.path, tag=row.tag or "",
+                           props=json.loads(row.props_json or "{}"), sync_key=row.sync_key,
+                           revision=row.revision, pruned_revision=row.pruned_revision,
+                           modified_at=_aware(row.modified_at))
+
+
+def _item(row: Row) -> StoredItem:
+    return StoredItem(href=row.href, uid=row.uid or "", name=row.name, component=row.component,
+                      text=row.text, etag=row.etag, range_start=row.range_start,
+                      range_end=row.range_end, klass=row.klass,
+                      modified_at=_aware(row.modified_at))
+
+
+# --- collections -------------------------------------------------------------------------
+
+def get_collection(session: Session, path: str) -> Optional[CollectionState]:
+    row = session.execute(select(*_COLLECTION_COLUMNS)
+                          .where(DavCollection.path == path)).first()
+    return _collection(row) if row else None
+
+
+def child_collections(session: Session, path: str) -> list[CollectionState]:
+    rows = session.execute(select(*_COLLECTION_COLUMNS)
+                           .where(DavCollection.parent_path == path, DavCollection.path != "")
+                           .order_by(DavCollection.path))
+    return [_collection(row) for row in rows]
+
+
+def _insert_collection(session: Session, path: str, props: Mapping[str, str]) -> CollectionState:
+    now = utcnow()
+    values = dict(path=path, parent_path=parent_of(path), owner=path.split("/", 1)[0],
+                  tag=props.get("tag", ""), props_json=json.dumps(dict(props), sort_keys=True),
+                  sync_key=uuid.uuid4().hex, revision=0, pruned_revision=0,
+                  created_at=now, modified_at=now)
+    new_id = session.execute(insert(DavCollection).values(**values)
+                             .returning(DavCollection.id)).scalar_one()
+    return CollectionState(id=new_id, path=path, tag=values["tag"], props=dict(props),
+                           sync_key=values["sync_key"], revision=0, pruned_revision=0,
+                           modified_at=now)
+
+
+def ensure_collection(session: Session, path: str) -> tuple[CollectionState, bool]:
+    """The collection at ``path``, created (with missing ancestors, untagged) if absent."""
+    existing = get_collection(session, path)
+    if existing is not None:
+        return existing, False
+    if path and parent_of(path):
+        ensure_collection(session, parent_of(path))
+    return _insert_collection(session, path, {}), True
+
+
+def create_collection(session: Session, path: str, props: Mapping[str, str],
+                      actor: Optional[str] = None) -> tuple[CollectionState, list[StoredItem]]:
+    """Create the collection, or replace an existing one's props and content.
+
+    Returns the collection and the items it held before (moved to the trash). A replaced
+    collection keeps its identity, so clients' sync tokens stay valid and see deletions.
+    """
+    existing = get_collection(session, path)
+    if existing is None:
+        if parent_of(path):
+            ensure_collection(session, parent_of(path))
+        return _insert_collection(session, path, props), []
+    old_items = list(iter_items(session, existing.id))
+    batch = uuid.uuid4().hex
+    for item in old_items:
+        _trash_item(session, existing, item, actor, batch)
+        _record_change(session, existing.id, item.href, existing.revision + 1, deleted=True)
+    session.execute(delete(DavItem).where(DavItem.collection_id == existing.id))
+    return set_props(session, existing.id, props), old_items
+
+
+def set_props(session: Session, collection_id: int, props: Mapping[str, str]) -> CollectionState:
+    """Replace the whole property dict (Radicale merges before it calls us)."""
+    session.execute(update(DavCollection).where(DavCollection.id == collection_id)
+                    .values(props_json=json.dumps(dict(props), sort_keys=True),
+                            tag=props.get("tag", "")))
+    _bump(session, collection_id)
+    row = session.execute(select(*_COLLECTION_COLUMNS)
+                          .where(DavCollection.id == collection_id)).one()
+    return _collection(row)
+
+
+def delete_collection(session: Session, path: str, actor: Optional[str] = None) -> int:
+    """Delete a collection and everything below it; all of it goes to the trash.
+
+    Returns the number of items trashed.
+    """
+    root = get_collection(session, path)
+    if root is None:
+        raise NotFound("collection", path)
+    prefix = path + "/" if path else ""
+    rows = session.execute(select(*_COLLECTION_COLUMNS).where(
+        or_(DavCollection.id == root.id, DavCollection.path.startswith(prefix, autoescape=True))
+        if path else DavCollection.path != "")).all()
+    batch, count = uuid.uuid4().hex, 0
+    for coll in map(_collection, rows):
+        session.add(DavTrash(batch=batch, kind="collection", path=coll.path,
+                             owner=coll.path.split("/", 1)[0], tag=coll.tag,
+                             props_json=json.dumps(coll.props, sort_keys=True), deleted_by=actor))
+        for item in iter_items(session, coll.id):
+            _trash_item(session, coll, item, actor, batch)
+            count += 1
+        session.execute(delete(DavChange).where(DavChange.collection_id == coll.id))
+        session.execute(delete(DavItem).where(DavItem.collection_id == coll.id))
+        session.execute(delete(DavCollection).where(DavCollection.id == coll.id))
+    return count
+
+
+# --- items ---------------------------------------------------------------------------------
+
+def get_item(session: Session, collection_id: int, href: str) -> Optional[StoredItem]:
+    row = session.execute(select(*_ITEM_COLUMNS).where(
+        DavItem.collection_id == collection_id, DavItem.href == href)).first()
+    return _item(row) if row else None
+
+
+def get_items(session: Session, collection_id: int, hrefs: Iterable[str]) -> dict[str, StoredItem]:
+    wanted = list(dict.fromkeys(hrefs))
+    found: dict[str, StoredItem] = {}
+    for i in range(0, len(wanted), _CHUNK):
+        rows = session.execute(select(*_ITEM_COLUMNS).where(
+            DavItem.collection_id == collection_id, DavItem.href.in_(wanted[i:i + _CHUNK])))
+        found.update((row.href, _item(row)) for row in rows)
+    return found
+
+
+def iter_items(session: Session, collection_id: int) -> Iterator[StoredItem]:
+    stmt = (select(*_ITEM_COLUMNS).where(DavItem.collection_id == collection_id)
+            .order_by(DavItem.href).execution_options(yield_per=_CHUNK))
+    for row in session.execute(stmt):
+        yield _item(row)
+
+
+def items_in_range(session: Session, collection_id: int, component: Optional[str],
+                   start: int, end: int) -> Iterator[StoredItem]:
+    """Items whose occurrence span overlaps [start, end): the indexed candidate query."""
+    conditions = [DavItem.collection_id == collection_id, DavItem.range_start < end,
+                  DavItem.range_end > start]
+    if component is not None:
+        conditions.append(DavItem.component == component)
+    stmt = (select(*_ITEM_COLUMNS).where(and_(*conditions)).order_by(DavItem.href)
+            .execution_options(yield_per=_CHUNK))
+    for row in session.execute(stmt):
+        yield _item(row)
+
+
+def item_hrefs(session: Session, collection_id: int) -> list[str]:
+    return list(session.scalars(select(DavItem.href).where(DavItem.collection_id == collection_id)
+                                .order_by(DavItem.href)))
+
+
+def item_count(session: Session, collection_id: int) -> int:
+    from sqlalchemy import func
+    return session.scalar(select(func.count()).select_from(DavItem)
+                          .where(DavItem.collection_id == collection_id)) or 0
+
+
+def has_uid(session: Session, collection_id: int, uid: str) -> bool:
+    return session.scalar(select(DavItem.id).where(
+        DavItem.collection_id == collection_id, DavItem.uid == uid).limit(1)) is not None
+
+
+def put_item(session: Session, collection_id: int, data: ItemData
+             ) -> tuple[StoredItem, Optional[StoredItem]]:
+    """Create or replace the item at ``data.href``. Returns (stored, replaced or None)."""
+    old = get_item(session, collection_id, data.href)
+    revision, now = _bump(session, collection_id)
+    values = dict(uid=data.uid or None, name=data.name, component=data.component, text=data.text,
+                  etag=data.etag, range_start=data.range_start, range_end=data.range_end,
+                  klass=data.klass, revision=revision, modified_at=now)
+    if old is None:
+        session.execute(insert(DavItem).values(collection_id=collection_id, href=data.href,
+                                               **values))
+    else:
+        session.execute(update(DavItem).where(DavItem.collection_id == collection_id,
+                                              DavItem.href == data.href).values(**values))
+    _record_change(session, collection_id, data.href, revision, deleted=False, now=now)
+    stored = StoredItem(**{**data.__dict__, "modified_at": now})
+    return stored, old
+
+
+def put_items(session: Session, collection_id: int, items: Sequence[ItemData]) -> int:
+    """Insert many new items under one revision (whole-collection import)."""
+    if not items:
+        return 0
+    revision, now = _bump(session, collection_id)
+    for i in range(0, len(items), _CHUNK):
+        chunk = items[i:i + _CHUNK]
+        session.execute(insert(DavItem), [dict(
+            collection_id=collection_id, href=d.href, uid=d.uid or None, name=d.name,
+            component=d.component, text=d.text, etag=d.etag, range_start=d.range_start,
+            range_end=d.range_end, klass=d.klass, revision=revision, modified_at=now)
+            for d in chunk])
+        for d in chunk:
+            _record_change(session, collection_id, d.href, revision, deleted=False, now=now)
+    return len(items)
+
+
+def delete_item(session: Session, collection: CollectionState, href: str,
+                actor: Optional[str] = None) -> StoredItem:
+    old = get_item(session, collection.id, href)
+    if old is None:
+        raise NotFound("item", f"{collection.path}/{href}")
+    _trash_item(session, collection, old, actor, uuid.uuid4().hex)
+    session.execute(delete(DavItem).where(DavItem.collection_id == collection.id,
+                                          DavItem.href == href))
+    revision, now = _bump(session, collection.id)
+    _record_change(session, collection.id, href, revision, deleted=True, now=now)
+    return old
+
+
+def move_item(session: Session, source: CollectionState, href: str, target: CollectionState,
+              to_href: str) -> tuple[StoredItem, StoredItem, Optional[StoredItem]]:
+    """Move an item (same or other collection); an item at the target href is replaced.
+
+    Returns (the item before, the item after, the item replaced at the target or None).
+    """
+    item = get_item(session, source.id, href)
+    if item is None:
+        raise NotFound("item", f"{source.path}/{href}")
+    if source.id == target.id and href == to_href:
+        return item, item, None
+    session.execute(delete(DavItem).where(DavItem.collection_id == source.id,
+                                          DavItem.href == href))
+    revision, now = _bump(session, source.id)
+    _record_change(session, source.id, href, revision, deleted=True, now=now)
+    moved = ItemData(**{**{k: v for k, v in item.__dict__.items() if k != "modified_at"},
+                        "href": to_href})
+    new, replaced = put_item(session, target.id, moved)
+    return item, new, replaced
+
+
+# --- sync ------------------------------------------------------------------------------------
+
+def parse_sync_token(token: str) -> tuple[str, int]:
+    if not token.startswith(SYNC_TOKEN_PREFIX):
+        raise InvalidSyncToken(token, "not issued by this server")
+    key, sep, rev = token[len(SYNC_TOKEN_PREFIX):].rpartition("-")
+    if not sep or not key or not rev.isdigit():
+        raise InvalidSyncToken(token, "malformed")
+    return key, int(rev)
+
+
+def changes_since(session: Session, collection: CollectionState, old_token: str) -> list[str]:
+    """Hrefs created, changed or deleted since ``old_token`` (O(changes), indexed)."""
+    key, revision = parse_sync_token(old_token)
+    if key != collection.sync_key:
+        raise InvalidSyncToken(old_token, "issued for another collection")
+    if revision > collection.revision:
+        raise InvalidSyncToken(old_token, "from the future")
+    if revision < collection.pruned_revision:
+        raise InvalidSyncToken(old_token, "too old, its deletions have been pruned")
+    if revision == collection.revision:
+        return []
+    return list(session.scalars(select(DavChange.href).where(
+        DavChange.collection_id == collection.id, DavChange.revision > revision)))
+
+
+def prune_tombstones(session: Session, collection_id: int, older_than: dt.datetime) -> int:
+    """Forget deletions older than ``older_than``; tokens from before them become invalid."""
+    condition = and_(DavChange.collection_id == collection_id, DavChange.deleted.is_(True),
+                     DavChange.changed_at < older_than)
+    from sqlalchemy import func
+    newest = session.scalar(select(func.max(DavChange.revision)).where(condition))
+    if newest is None:
+        return 0
+    result = session.execute(delete(DavChange).where(condition))
+    session.execute(update(DavCollection).where(DavCollection.id == collection_id,
+                                                DavCollection.pruned_revision < newest)
+                    .values(pruned_revision=newest))
+    return result.rowcount or 0
+
+
+# --- internals -------------------------------------------------------------------------------
+
+def _bump(session: Session, collection_id: int) -> tuple[int, dt.datetime]:
+    """Next revision of the collection; the UPDATE row-locks it until commit."""
+    now = utcnow()
+    revision = session.execute(
+        update(DavCollection).where(DavCollection.id == collection_id)
+        .values(revision=DavCollection.revision + 1, modified_at=now)
+        .returning(DavCollection.revision)).scalar_one()
+    return revision, now
+
+
+def _record_change(session: Session, collection_id: int, href: str, revision: int,
+                   deleted: bool, now: Optional[dt.datetime] = None) -> None:
+    now = now or utcnow()
+    result = session.execute(update(DavChange).where(
+        DavChange.collection_id == collection_id, DavChange.href == href)
+        .values(revision=revision, deleted=deleted, changed_at=now))
+    if not result.rowcount:
+        session.execute(insert(DavChange).values(collection_id=collection_id, href=href,
+                                                 revision=revision, deleted=deleted,
+                                                 changed_at=now))
+
+
+def _trash_item(session: Session, collection: CollectionState, item: StoredItem,
+                actor: Optional[str], batch: str) -> None:
+    session.add(DavTrash(batch=batch, kind="item", path=collection.path,
+                         owner=collection.path.split("/", 1)[0], href=item.href,
+                         uid=item.uid or None, tag=collection.tag, text=item.text,
+                         deleted_by=actor))
+
+
+def ensure_new(session: Session, path: str) -> None:
+    if get_collection(session, path) is not None:
+        raise AlreadyExists("collection", path)

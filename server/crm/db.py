@@ -1,0 +1,194 @@
+"""Engines, sessions and the per-thread unit of work.
+
+One unit of work per request: ``UnitOfWork.begin()`` opens a session bound to the calling
+thread, nests (re-entrant), commits when the outermost block exits normally and rolls back
+when it raises. Domain services receive the session and never commit.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator, Optional
+
+from sqlalchemy import Engine, create_engine, event, select, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+DEFAULT_SQLITE_PATH = "var/radicale-crm.db"
+ENV_URL = "CRM_DATABASE_URL"
+
+
+def resolve_url(configured: Optional[str] = None) -> str:
+    """The database URL: configured value, else ``$CRM_DATABASE_URL``, else SQLite under var/."""
+    url = (configured or "").strip() or os.environ.get(ENV_URL, "").strip()
+    if not url:
+        url = "sqlite:///" + DEFAULT_SQLITE_PATH
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed.render_as_string(hide_password=False)
+
+
+def url_from_config(configuration) -> str:
+    """The URL from a Radicale configuration object (``[storage] db_url``), resolved."""
+    try:
+        value = configuration.get("storage", "db_url")
+    except KeyError:
+        value = ""
+    return resolve_url(value)
+
+
+def is_sqlite(url: str) -> bool:
+    return make_url(url).get_backend_name() == "sqlite"
+
+
+def _sqlite_engine(url: str) -> Engine:
+    parsed = make_url(url)
+    if parsed.database and parsed.database != ":memory:":
+        folder = os.path.dirname(os.path.abspath(parsed.database))
+        os.makedirs(folder, exist_ok=True)
+    engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record) -> None:  # pragma: no cover - driver hook
+        # Let SQLAlchemy, not pysqlite, decide when a transaction begins (see "begin").
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn) -> None:  # pragma: no cover - driver hook
+        # Writers take the database write lock up front (BEGIN IMMEDIATE), so a
+        # read-then-write request can never fail half-way on a lock upgrade.
+        mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+    return engine
+
+
+def make_engine(url: str, pool_size: int = 5) -> Engine:
+    if is_sqlite(url):
+        return _sqlite_engine(url)
+    return create_engine(url, pool_pre_ping=True, pool_size=pool_size, max_overflow=pool_size * 2,
+                         pool_recycle=1800)
+
+
+_engines: dict[tuple[str, int], Engine] = {}
+_engines_lock = threading.Lock()
+
+
+def shared_engine(url: str, pool_size: int = 5) -> Engine:
+    """One engine (one pool) per URL per process, shared by the storage and auth plugins."""
+    key = (url, pool_size)
+    with _engines_lock:
+        engine = _engines.get(key)
+        if engine is None:
+            engine = _engines[key] = make_engine(url, pool_size)
+        return engine
+
+
+def is_outage(exc: BaseException) -> bool:
+    """True for errors that mean "the database is not there", not "the request was bad"."""
+    if isinstance(exc, (OperationalError, InterfaceError)):
+        return True
+    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+
+
+@dataclass
+class _ThreadState:
+    session: Optional[Session] = None
+    depth: int = 0
+    write: bool = False
+    info: dict = field(default_factory=dict)
+
+
+class UnitOfWork:
+    """Thread-bound, re-entrant transaction scope over one engine."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.sqlite = engine.dialect.name == "sqlite"
+        self._reader = sessionmaker(bind=engine, expire_on_commit=False)
+        writer_bind = engine.execution_options(sqlite_begin="IMMEDIATE") if self.sqlite else engine
+        self._writer = sessionmaker(bind=writer_bind, expire_on_commit=False)
+        self._local = threading.local()
+
+    def _state(self) -> _ThreadState:
+        state = getattr(self._local, "state", None)
+        if state is None:
+            state = self._local.state = _ThreadState()
+        return state
+
+    @property
+    def current(self) -> Optional[Session]:
+        return self._state().session
+
+    @property
+    def info(self) -> dict:
+        """Per-unit-of-work scratch space (actor, request, ...); empty outside one."""
+        return self._state().info
+
+    @contextmanager
+    def begin(self, write: bool = False, lock_paths: Iterable[str] = ()) -> Iterator[Session]:
+        state = self._state()
+        if state.session is not None:
+            if write and not state.write:
+                raise RuntimeError("cannot upgrade a read unit of work to a write one")
+            state.depth += 1
+            try:
+                yield state.session
+            finally:
+                state.depth -= 1
+            return
+        session = (self._writer if write else self._reader)()
+        state.session, state.depth, state.write = session, 1, write
+        try:
+            if write:
+                self._lock_collections(session, lock_paths)
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+            state.session, state.depth, state.write = None, 0, False
+            state.info = {}
+
+    @contextmanager
+    def scope(self) -> Iterator[Session]:
+        """The current session, or a short read-only one (Radicale reads some properties
+        after it has released its lock)."""
+        if self.current is not None:
+            yield self.current
+        else:
+            with self.begin(write=False) as session:
+                yield session
+
+    def _lock_collections(self, session: Session, paths: Iterable[str]) -> None:
+        """Serialise writers per collection across processes (PostgreSQL row locks).
+
+        SQLite needs nothing here: BEGIN IMMEDIATE already holds the database write lock.
+        """
+        if self.sqlite:
+            return
+        paths = sorted({p for p in paths if p})
+        if not paths:
+            return
+        from server.crm.models import DavCollection  # local: models import this module's types
+
+        session.execute(select(DavCollection.id).where(DavCollection.path.in_(paths))
+                        .order_by(DavCollection.id).with_for_update())
+
+
+def ping(engine: Engine) -> None:
+    with engine.connect() as conn:
+        conn.execute(text("SELECT 1"))

@@ -1,0 +1,58 @@
+"""CRM effects of DAV writes: the contract the storage plugin calls, in the write transaction.
+
+Every mutating storage method calls one of these with the open session, inside the same
+savepoint as the write itself: if a hook raises, the write is rolled back with it and the
+client gets an error, never a stored-but-failed reply. Hooks get domain objects only
+(``CollectionState``, ``StoredItem``), never Radicale's.
+
+``NoHooks`` is the store without CRM effects; CRM ingestion implements the same methods.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Protocol
+
+from sqlalchemy.orm import Session
+
+from server.crm.dav import CollectionState, StoredItem
+
+
+class WriteHooks(Protocol):
+    def item_written(self, session: Session, collection: CollectionState, new: StoredItem,
+                     old: Optional[StoredItem], actor: Optional[str]) -> None:
+        """An item was created (``old`` is None) or replaced."""
+
+    def item_deleted(self, session: Session, collection: CollectionState, old: StoredItem,
+                     actor: Optional[str]) -> None:
+        """An item was deleted (it is in the trash)."""
+
+    def item_moved(self, session: Session, source: CollectionState, target: CollectionState,
+                   old: StoredItem, new: StoredItem, actor: Optional[str]) -> None:
+        """An item moved to another href and/or collection."""
+
+    def collection_created(self, session: Session, collection: CollectionState,
+                           replaced: list[StoredItem], actor: Optional[str]) -> None:
+        """A collection was created or replaced (whole-collection PUT lists the old items)."""
+
+    def collection_deleting(self, session: Session, collection: CollectionState,
+                            actor: Optional[str]) -> None:
+        """A collection and everything below it is about to be deleted."""
+
+
+class NoHooks:
+    """The DAV store alone: no CRM effects."""
+
+    def item_written(self, session, collection, new, old, actor) -> None:
+        pass
+
+    def item_deleted(self, session, collection, old, actor) -> None:
+        pass
+
+    def item_moved(self, session, source, target, old, new, actor) -> None:
+        pass
+
+    def collection_created(self, session, collection, replaced, actor) -> None:
+        pass
+
+    def collection_deleting(self, session, collection, actor) -> None:
+        pass

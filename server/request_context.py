@@ -1,0 +1,61 @@
+"""Per-request facts shared between the WSGI layer and the plugins (thread-bound).
+
+Radicale runs each request in one thread (built-in server, gunicorn sync/gthread workers),
+so the WSGI wrapper binds a ``RequestContext`` to the thread and the storage plugin reads
+the raw body from it and writes back why a request failed.
+"""
+
+from __future__ import annotations
+
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Callable, Iterator, Optional
+
+_local = threading.local()
+
+
+@dataclass
+class RequestContext:
+    method: str = ""
+    path: str = ""
+    remote_addr: str = ""
+    raw_body: bytes = b""
+    decoder: Optional[Callable[[bytes], str]] = None
+    reason: Optional[str] = None          # one line telling the client why it was refused
+    db_unavailable: bool = False          # the database failed: answer 503, not 500
+    _text: Optional[str] = None
+
+    @property
+    def body_text(self) -> str:
+        """The body decoded exactly as Radicale decoded it before parsing."""
+        if self._text is None:
+            self._text = self.decoder(self.raw_body) if self.decoder else \
+                self.raw_body.decode("utf-8", "replace")
+        return self._text
+
+
+def current() -> Optional[RequestContext]:
+    return getattr(_local, "context", None)
+
+
+@contextmanager
+def bound(context: RequestContext) -> Iterator[RequestContext]:
+    previous = current()
+    _local.context = context
+    try:
+        yield context
+    finally:
+        _local.context = previous
+
+
+def set_reason(reason: str) -> None:
+    context = current()
+    if context is not None and context.reason is None:
+        context.reason = reason
+
+
+def mark_db_unavailable() -> None:
+    context = current()
+    if context is not None:
+        context.db_unavailable = True

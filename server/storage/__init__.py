@@ -1,0 +1,1 @@
+"""Radicale storage plugin on the CRM database. Entry module: ``server.storage.plugin``."""

@@ -1,0 +1,79 @@
+"""The only place that converts between Radicale ``Item`` objects and the store's records."""
+
+from __future__ import annotations
+
+import time
+from typing import Optional
+
+from radicale import item as radicale_item
+
+from server import request_context
+from server.crm import rawtext
+from server.crm.dav import ItemData, StoredItem
+
+
+def http_date(value) -> str:
+    return time.strftime("%a, %d %b %Y %H:%M:%S GMT", value.utctimetuple())
+
+
+def to_radicale(stored: StoredItem, collection, crlf: bool = False) -> radicale_item.Item:
+    """A fully loaded Item: Radicale may read it after the transaction ended."""
+    text = stored.text
+    if crlf and "\r\n" not in text:
+        text = text.replace("\n", "\r\n")
+    return radicale_item.Item(
+        collection=collection, href=stored.href, last_modified=http_date(stored.modified_at),
+        text=text, etag=stored.etag, uid=stored.uid, name=stored.name,
+        component_name=stored.component, time_range=(stored.range_start, stored.range_end))
+
+
+def to_data(href: str, item: radicale_item.Item, text: Optional[str] = None,
+            klass: Optional[str] = None) -> ItemData:
+    """Record for an incoming item; ``text`` is the client's own text when we have it."""
+    if text is None:
+        text = item.serialize()
+        etag = item.etag
+    else:
+        etag = radicale_item.get_etag(text)
+    start, end = item.time_range
+    return ItemData(href=href, uid=item.uid or "", name=item.name,
+                    component=item.component_name or "", text=text, etag=etag,
+                    range_start=start, range_end=end,
+                    klass=klass if klass is not None else class_of(item))
+
+
+def class_of(item: radicale_item.Item) -> Optional[str]:
+    """CLASS of the object's first component (PUBLIC when absent is left as None)."""
+    if item.name != "VCALENDAR":
+        return None
+    for component in item.vobject_item.getChildren():
+        if component.name in ("VEVENT", "VTODO", "VJOURNAL"):
+            prop = component.contents.get("class")
+            if prop:
+                return str(prop[0].value).upper()[:40]
+            return None
+    return None
+
+
+def client_text(collection_path: str, href: str, item: radicale_item.Item) -> Optional[str]:
+    """The text the client PUT for this item, if this request is that PUT and it is the
+    object Radicale parsed (same UID everywhere; Radicale adds a UID when one is missing)."""
+    context = request_context.current()
+    if context is None or context.method != "PUT" or not context.raw_body:
+        return None
+    target = "/%s/%s" % (collection_path, href)
+    if context.path.rstrip("/") != target and not context.path.endswith("/" + href):
+        return None
+    text = context.body_text
+    uids = rawtext.object_uids(text)
+    if uids != {item.uid}:
+        return None
+    return text
+
+
+def imported_texts(item_count_hint: int = 0) -> dict[str, str]:
+    """Per-UID texts of a whole-collection PUT body (an .ics/.vcf import)."""
+    context = request_context.current()
+    if context is None or context.method != "PUT" or not context.raw_body:
+        return {}
+    return rawtext.split_objects(context.body_text)

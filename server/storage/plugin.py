@@ -1,0 +1,282 @@
+"""Radicale storage plugin: ``[storage] type = server.storage.plugin``.
+
+Implements Radicale 3.9's ``BaseStorage`` on the CRM database. One unit of work per request
+is opened in ``acquire_lock`` and bound to the thread; every mutating method runs in its own
+SAVEPOINT, so an error Radicale swallows never leaves half a write to be committed. Items
+returned are fully loaded, because Radicale reads some of them after releasing the lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+from typing import Callable, Iterable, Iterator, Optional, TypeVar
+
+from radicale import item as radicale_item
+from radicale import pathutils, storage, types
+from sqlalchemy import inspect
+from sqlalchemy.exc import IntegrityError
+
+from server import request_context
+from server.crm import dav, db
+from server.crm.dav import CollectionState
+from server.crm.errors import (AlreadyExists, CrmError, DuplicateUid, InvalidSyncToken,
+                               NotFound)
+from server.crm_hooks import NoHooks, WriteHooks
+from server.storage import mapping
+from server.storage.collection import Collection
+
+logger = logging.getLogger("radicale-crm")
+T = TypeVar("T")
+
+PLUGIN_CONFIG_SCHEMA = {"storage": {
+    "db_url": {"value": "", "type": str,
+               "help": "SQLAlchemy database URL (default: $CRM_DATABASE_URL, else "
+                       "sqlite:///var/radicale-crm.db)"},
+    "db_pool_size": {"value": "5", "type": int,
+                     "help": "connections kept open per server process (PostgreSQL)"},
+}}
+
+_ROOT = CollectionState(id=0, path="", tag="", props={}, sync_key="root", revision=0,
+                        pruned_revision=0,
+                        modified_at=dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc))
+
+
+class Storage(storage.BaseStorage):
+    # Names live in a database column: any Unicode, trailing spaces and ":*?" are fine.
+    _is_collision_free = True
+    _supports_unicode = True
+    _supports_trailing_whitespace = True
+    _supports_problematic_chars = True
+
+    def __init__(self, configuration) -> None:
+        super().__init__(configuration.copy(PLUGIN_CONFIG_SCHEMA))
+        url = db.url_from_config(self.configuration)
+        engine = db.shared_engine(url, self.configuration.get("storage", "db_pool_size"))
+        self.uow = db.UnitOfWork(engine)
+        self.hooks: WriteHooks = NoHooks()
+        self._max_sync_age = dt.timedelta(
+            seconds=self.configuration.get("storage", "max_sync_token_age"))
+        logger.info("Storage: %s", engine.url.render_as_string(hide_password=True))
+        self._check_schema(engine)
+
+    @staticmethod
+    def _check_schema(engine) -> None:
+        try:
+            present = inspect(engine).has_table("dav_collections")
+        except Exception as e:
+            if db.is_outage(e):
+                logger.warning("Database not reachable at start-up (requests get 503 until "
+                               "it is): %s", e)
+                return
+            raise
+        if not present:
+            raise RuntimeError("the database %s has no radicale-crm schema: run "
+                               "`crm-admin db upgrade` first"
+                               % engine.url.render_as_string(hide_password=True))
+
+    # --- units of work ---------------------------------------------------------------------
+    @types.contextmanager
+    def acquire_lock(self, mode: str, user: str = "", *args, **kwargs) -> Iterator[None]:
+        write = mode == "w"
+        lock_paths = _lock_paths(kwargs.get("path"), kwargs.get("to_path")) if write else ()
+        with self._failures():
+            with self.uow.begin(write=write, lock_paths=lock_paths):
+                info = self.uow.info
+                info["user"] = user or ""
+                info["actor"] = kwargs.get("actor") or user or None
+                info["request"] = kwargs.get("request")
+                yield
+
+    @contextlib.contextmanager
+    def reading(self):
+        with self._failures():
+            with self.uow.scope() as session:
+                yield session
+
+    @contextlib.contextmanager
+    def writing(self):
+        """A savepoint in the request's write transaction (or a transaction of its own)."""
+        with self._failures():
+            with self.uow.begin(write=True) as session:
+                with session.begin_nested():
+                    yield session
+
+    @contextlib.contextmanager
+    def _failures(self):
+        try:
+            yield
+        except GeneratorExit:
+            raise
+        except Exception as e:
+            if db.is_outage(e):
+                request_context.mark_db_unavailable()
+                logger.error("Database unavailable: %s", " ".join(str(e).split())[:300])
+            raise
+
+    def actor(self) -> Optional[str]:
+        return self.uow.info.get("actor")
+
+    def translate(self, call: Callable[[], T]) -> T:
+        """Run a domain call; its typed errors become what Radicale expects (ValueError → 4xx),
+        with the reason kept for the client. Outages pass through untouched (→ 503)."""
+        try:
+            return call()
+        except NotFound as e:
+            request_context.set_reason(str(e))
+            raise storage.ComponentNotFoundError(e.name) from e
+        except AlreadyExists as e:
+            request_context.set_reason(str(e))
+            raise storage.ComponentExistsError(e.name) from e
+        except (DuplicateUid, InvalidSyncToken, CrmError) as e:
+            request_context.set_reason(str(e))
+            raise ValueError(str(e)) from e
+        except IntegrityError as e:
+            reason = "conflicting concurrent write (the name or UID was just taken), retry"
+            request_context.set_reason(reason)
+            raise ValueError(reason) from e
+
+    def prune(self, session, collection_id: int) -> None:
+        dav.prune_tombstones(session, collection_id,
+                             dav.utcnow() - self._max_sync_age)
+
+    # --- BaseStorage -----------------------------------------------------------------------
+    def discover(self, path: str, depth: str = "0",
+                 child_context_manager=None, user_groups=set()) -> Iterator:
+        sane = pathutils.strip_path(pathutils.sanitize_path(path))
+        with self.reading() as session:
+            state = _ROOT if sane == "" else dav.get_collection(session, sane)
+            if state is None:
+                parent_path, _, href = sane.rpartition("/")
+                parent = dav.get_collection(session, parent_path) if parent_path else None
+                stored = dav.get_item(session, parent.id, href) if parent and parent.tag \
+                    else None
+        if state is None:
+            if stored is not None:
+                yield mapping.to_radicale(stored, Collection(self, parent))
+            return
+        collection = Collection(self, state)
+        yield collection
+        if depth == "0":
+            return
+        wrap = child_context_manager or (lambda _path, _href: contextlib.nullcontext())
+        with self.reading() as session:
+            if state.tag:
+                for stored in dav.iter_items(session, state.id):
+                    with wrap(sane, stored.href):
+                        yield mapping.to_radicale(stored, collection)
+            for child in dav.child_collections(session, sane):
+                with wrap(child.path, None):
+                    yield Collection(self, child)
+
+    def create_collection(self, href: str, items: Optional[Iterable[radicale_item.Item]] = None,
+                          props=None):
+        sane = pathutils.strip_path(pathutils.sanitize_path(href))
+        actor = self.actor()
+        if props is None:
+            return self._ensure_collection(sane, actor), {}, []
+        props = dict(props)
+        with self.writing() as session:
+            state, old_items = self.translate(
+                lambda: dav.create_collection(session, sane, props, actor))
+            new_hrefs: list[str] = []
+            if props.get("tag") and items is not None:
+                batch = self._import_batch(state, items)
+                self.translate(lambda: dav.put_items(session, state.id, batch))
+                new_hrefs = [data.href for data in batch]
+            state = dav.get_collection(session, sane) or state
+            self.hooks.collection_created(session, state, old_items, actor)
+        collection = Collection(self, state)
+        replaced = {old.href: mapping.to_radicale(old, collection) for old in old_items}
+        return collection, replaced, new_hrefs
+
+    def _ensure_collection(self, sane: str, actor: Optional[str]) -> Collection:
+        if sane == "":
+            return Collection(self, _ROOT)
+        try:
+            with self.writing() as session:
+                state, created = dav.ensure_collection(session, sane)
+                if created:
+                    self.hooks.collection_created(session, state, [], actor)
+        except IntegrityError:
+            # Another process created it between our look-up and insert: that is fine.
+            with self.reading() as session:
+                state = dav.get_collection(session, sane)
+            if state is None:
+                raise
+        return Collection(self, state)
+
+    def _import_batch(self, state: CollectionState, items: Iterable[radicale_item.Item]
+                      ) -> list[dav.ItemData]:
+        texts = mapping.imported_texts()
+        suffix = ".vcf" if state.tag == "VADDRESSBOOK" else ".ics"
+        taken: set[str] = set()
+        batch = []
+        for item in items:
+            href = _free_href(item.uid, suffix, taken)
+            taken.add(href)
+            batch.append(mapping.to_data(href, item, texts.get(item.uid)))
+        return batch
+
+    def move(self, item: radicale_item.Item, to_collection: storage.BaseCollection,
+             to_href: str) -> None:
+        assert isinstance(item.collection, Collection) and isinstance(to_collection, Collection)
+        source, target, actor = item.collection, to_collection, self.actor()
+        with self.writing() as session:
+            old, new, _replaced = self.translate(lambda: dav.move_item(
+                session, source.state, item.href, target.state, to_href))
+            self.hooks.item_moved(session, source.state, target.state, old, new, actor)
+            self.prune(session, source.state.id)
+
+    def verify(self) -> bool:
+        """Every stored item parses, and its UID and ETag match its text."""
+        ok = True
+        with self.reading() as session:
+            for state in _walk(session, ""):
+                if not state.tag:
+                    continue
+                for stored in dav.iter_items(session, state.id):
+                    problem = _item_problem(state, stored)
+                    if problem:
+                        ok = False
+                        logger.error("Invalid item %r in %r: %s", stored.href, state.path,
+                                     problem)
+        return ok
+
+
+def _lock_paths(*paths: Optional[str]) -> list[str]:
+    out = []
+    for path in paths:
+        if path:
+            sane = pathutils.strip_path(pathutils.sanitize_path(path))
+            out += [sane, sane.rpartition("/")[0]]
+    return out
+
+
+def _free_href(uid: str, suffix: str, taken: set[str]) -> str:
+    candidates = [uid if uid.lower().endswith(suffix) else uid + suffix,
+                  radicale_item.get_etag(uid).strip('"') + suffix]
+    for href in candidates:
+        if uid and pathutils.is_safe_filesystem_path_component(href) and href not in taken:
+            return href
+    return radicale_item.find_available_uid(lambda h: h in taken, suffix)
+
+
+def _walk(session, path: str) -> Iterator[CollectionState]:
+    for child in dav.child_collections(session, path):
+        yield child
+        yield from _walk(session, child.path)
+
+
+def _item_problem(state: CollectionState, stored: dav.StoredItem) -> Optional[str]:
+    try:
+        parsed = radicale_item.Item(collection_path=state.path, text=stored.text)
+        uid = parsed.uid
+    except Exception as e:
+        return "text does not parse: %s" % e
+    if uid != stored.uid:
+        return "UID column %r differs from the text's %r" % (stored.uid, uid)
+    if radicale_item.get_etag(stored.text) != stored.etag:
+        return "ETag column does not match the text"
+    return None
