@@ -21,6 +21,8 @@ def register(nouns) -> None:
                      help="read the password from the first line of standard input")
     add.add_argument("--role", default="rep", choices=users.ROLES)
     add.add_argument("--email")
+    add.add_argument("--if-missing", action="store_true",
+                     help="do nothing (exit 0) when the user already exists")
     add.set_defaults(handler=cmd_add)
 
     listing = verbs.add_parser("list", help="list users")
@@ -50,6 +52,11 @@ def _password(from_stdin: bool) -> tuple[str, bool]:
 
 
 def cmd_add(args, engine) -> int:
+    if args.if_missing:
+        with unit_of_work(engine) as session:
+            if users.find_user(session, args.name) is not None:
+                print(f"user {users.normalize_username(args.name)} already exists")
+                return 0
     password, generated = _password(args.password_stdin)
     with unit_of_work(engine) as session:
         user = users.add_user(session, args.name, password, role=args.role, email=args.email)

@@ -60,8 +60,12 @@ def check_password(password: str) -> str:
     return password
 
 
+def find_user(session: Session, username: str) -> Optional[User]:
+    return session.scalar(select(User).where(User.username == username.strip().lower()))
+
+
 def get_user(session: Session, username: str) -> User:
-    user = session.scalar(select(User).where(User.username == username.strip().lower()))
+    user = find_user(session, username)
     if user is None:
         raise NotFound("user", username)
     return user

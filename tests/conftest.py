@@ -1,0 +1,142 @@
+"""Fixtures: every test that touches a database runs on SQLite and, when
+``CRM_TEST_DATABASE_URL`` is set, on PostgreSQL too (``CRM_REQUIRE_POSTGRESQL=1`` in CI
+turns a missing or unreachable PostgreSQL into a failure instead of a skip)."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import uuid
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
+
+from davclient import Dav, LiveServer, make_configuration
+from server.app import CrmApplication
+from server.crm import db, schema, users
+
+PG_URL = os.environ.get("CRM_TEST_DATABASE_URL", "").strip()
+REQUIRE_PG = os.environ.get("CRM_REQUIRE_POSTGRESQL") == "1"
+PG_SKIP = ("PostgreSQL tests skipped: CRM_TEST_DATABASE_URL is not set "
+           "(e.g. postgresql://postgres@127.0.0.1:5432/test; CI sets it)")
+PASSWORD = "correct horse battery"
+_counter = itertools.count()
+
+
+def pytest_configure(config):
+    if REQUIRE_PG and not PG_URL:
+        raise pytest.UsageError("CRM_REQUIRE_POSTGRESQL=1 but CRM_TEST_DATABASE_URL is not set")
+
+
+def pytest_report_header(config):
+    return "databases: sqlite" + (f", postgresql ({PG_URL})" if PG_URL else f" ({PG_SKIP})")
+
+
+# --- databases ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def pg_server_url():
+    """A fresh PostgreSQL database for this test session, migrated, dropped afterwards."""
+    if not PG_URL:
+        pytest.skip(PG_SKIP)
+    admin_url = db.resolve_url(PG_URL)
+    name = "crm_test_" + uuid.uuid4().hex[:10]
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as e:
+        if REQUIRE_PG:
+            raise
+        pytest.skip(f"PostgreSQL tests skipped: cannot reach {PG_URL}: {e}")
+    url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    engine = db.make_engine(url)
+    schema.upgrade(engine)
+    engine.dispose()
+    yield url
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory):
+    path = tmp_path_factory.mktemp("template") / "template.db"
+    engine = db.make_engine(f"sqlite:///{path}")
+    schema.upgrade(engine)
+    engine.dispose()
+    return path
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgresql)])
+def db_url(request, tmp_path, sqlite_template):
+    if request.param == "sqlite":
+        path = tmp_path / "crm.db"
+        shutil.copy(sqlite_template, path)
+        return f"sqlite:///{path}"
+    return request.getfixturevalue("pg_server_url")
+
+
+@pytest.fixture
+def sqlite_url(tmp_path, sqlite_template):
+    path = tmp_path / "crm.db"
+    shutil.copy(sqlite_template, path)
+    return f"sqlite:///{path}"
+
+
+@pytest.fixture
+def engine(db_url):
+    return db.shared_engine(db_url)
+
+
+# --- users ---------------------------------------------------------------------------------
+
+def unique_name(prefix: str = "user") -> str:
+    return f"{prefix}{os.getpid()}x{next(_counter)}{uuid.uuid4().hex[:4]}"
+
+
+def create_user(url: str, name: str | None = None, password: str = PASSWORD,
+                role: str = "rep") -> tuple[str, str]:
+    name = name or unique_name()
+    with Session(db.shared_engine(url)) as session, session.begin():
+        users.add_user(session, name, password, role=role)
+    return name, password
+
+
+@pytest.fixture
+def make_user(db_url):
+    return lambda name=None, password=PASSWORD, role="rep": create_user(db_url, name, password,
+                                                                        role)
+
+
+# --- the server ------------------------------------------------------------------------------
+
+@pytest.fixture
+def app(db_url):
+    return CrmApplication(make_configuration(db_url))
+
+
+@pytest.fixture
+def dav(app, make_user):
+    """A logged-in client (its user is ``dav.user``) with the default calendar present."""
+    name, password = make_user()
+    client = Dav(app, name, password)
+    assert client.propfind(f"/{name}/").status == 207
+    return client
+
+
+@pytest.fixture
+def live_server(tmp_path):
+    servers = []
+
+    def start(url: str, *extra: str) -> LiveServer:
+        server = LiveServer(url, str(tmp_path / f"server{len(servers)}.log"), *extra)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
