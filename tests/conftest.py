@@ -140,3 +140,27 @@ def live_server(tmp_path):
     yield start
     for server in servers:
         server.stop()
+
+
+def db_snapshot(url: str) -> dict:
+    """Everything the DAV store holds, for "nothing changed" assertions."""
+    engine = db.shared_engine(url)
+    with engine.connect() as conn:
+        return {
+            "collections": conn.execute(text(
+                "SELECT path, tag, props_json, revision FROM dav_collections ORDER BY path")).all(),
+            "items": conn.execute(text(
+                "SELECT collection_id, href, uid, etag, text FROM dav_items "
+                "ORDER BY collection_id, href")).all(),
+            "changes": conn.execute(text(
+                "SELECT collection_id, href, revision, deleted FROM dav_changes "
+                "ORDER BY collection_id, href")).all(),
+            "trash": conn.execute(text("SELECT count(*) FROM dav_trash")).scalar(),
+            "users": conn.execute(text(
+                "SELECT username, password_hash, disabled FROM users ORDER BY username")).all(),
+        }
+
+
+@pytest.fixture
+def snapshot(db_url):
+    return lambda: db_snapshot(db_url)

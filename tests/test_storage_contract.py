@@ -1,0 +1,281 @@
+"""The storage contract, through Radicale's WSGI app, on SQLite and PostgreSQL.
+
+Each test states one promise of the plugin (RFC 4791/6352/6578 behaviour as Radicale exposes
+it, plus what our indexes must never get wrong)."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import text
+
+from ical import (PROPFIND_CTAG, event, multiget, sync_collection, time_range_query, vcard)
+from xmlparse import prop, responses, sync_token
+from server.crm import db
+
+
+def cal(dav, name="calendar"):
+    return f"/{dav.user}/{name}/"
+
+
+def test_put_get_replace_delete(dav):
+    path = cal(dav) + "e1.ics"
+    created = dav.put(path, event("e1"))
+    assert created.status == 201 and created.headers["etag"]
+    got = dav.get(path)
+    assert got.status == 200 and got.text == event("e1")
+    assert got.headers["etag"] == created.headers["etag"]
+    replaced = dav.put(path, event("e1", summary="Moved"))
+    assert replaced.status == 204 and replaced.headers["etag"] != created.headers["etag"]
+    assert "SUMMARY:Moved" in dav.get(path).text
+    assert dav.delete(path).status == 200
+    assert dav.get(path).status == 404
+    assert dav.delete(path).status == 404
+
+
+def test_if_match_and_if_none_match(dav, snapshot):
+    path = cal(dav) + "e1.ics"
+    etag = dav.put(path, event("e1")).headers["etag"]
+    before = snapshot()
+    assert dav.put(path, event("e1", summary="x"), **{"If-Match": '"stale"'}).status == 412
+    assert dav.put(path, event("e1", summary="x"), **{"If-None-Match": "*"}).status == 412
+    assert dav.delete(path, **{"If-Match": '"stale"'}).status == 412
+    assert snapshot() == before
+    assert dav.put(path, event("e1", summary="y"), **{"If-Match": etag}).status == 204
+
+
+def test_uid_unique_per_collection(dav, snapshot):
+    assert dav.put(cal(dav) + "a.ics", event("same")).status == 201
+    before = snapshot()
+    clash = dav.put(cal(dav) + "b.ics", event("same"))
+    assert clash.status == 409 and b"no-uid-conflict" in clash.body
+    # A different UID at an existing href is refused too.
+    assert dav.put(cal(dav) + "a.ics", event("other")).status == 409
+    assert snapshot() == before
+
+
+def test_time_range_query_uses_index_and_misses_nothing(dav):
+    base = cal(dav)
+    dav.put(base + "jan.ics", event("jan", "20250110T100000Z", "20250110T110000Z"))
+    dav.put(base + "feb.ics", event("feb", "20250210T100000Z", "20250210T110000Z"))
+    weekly = event("weekly", "20240101T090000Z", "20240101T100000Z",
+                   extra="RRULE:FREQ=WEEKLY\n")
+    dav.put(base + "weekly.ics", weekly)
+    allday = event("allday", extra="").replace("DTSTART:20250110T100000Z",
+                                               "DTSTART;VALUE=DATE:20250301").replace(
+        "DTEND:20250110T110000Z", "DTEND;VALUE=DATE:20250302")
+    dav.put(base + "allday.ics", allday)
+    found = responses(dav.report(base, time_range_query("20250101T000000Z",
+                                                       "20250120T000000Z")).body)
+    assert set(found) == {base + "jan.ics", base + "weekly.ics"}
+    found = responses(dav.report(base, time_range_query("20250301T000000Z",
+                                                       "20250301T120000Z")).body)
+    assert set(found) == {base + "allday.ics"}  # 2025-03-01 is a Saturday
+    # Monday 2025-03-03 09:00 is an occurrence of the open-ended weekly series.
+    found = responses(dav.report(base, time_range_query("20250303T000000Z",
+                                                       "20250304T000000Z")).body)
+    assert set(found) == {base + "weekly.ics"}
+    # A window between occurrences: the candidate query over-returns, exact filtering drops it.
+    found = responses(dav.report(base, time_range_query("20250304T000000Z",
+                                                       "20250305T000000Z")).body)
+    assert found == {}
+
+
+def test_indexed_columns_hold_the_occurrence_span(dav, db_url):
+    dav.put(cal(dav) + "r.ics", event("r", "20250106T090000Z", "20250106T100000Z",
+                                      extra="RRULE:FREQ=DAILY;COUNT=3\nCLASS:PRIVATE\n"))
+    with db.shared_engine(db_url).connect() as conn:
+        row = conn.execute(text("SELECT component, range_start, range_end, class, uid "
+                                "FROM dav_items WHERE uid = 'r'")).one()
+    # 2025-01-06 09:00Z to 2025-01-08 10:00Z
+    assert tuple(row) == ("VEVENT", 1736154000, 1736330400, "PRIVATE", "r")
+
+
+def test_multiget_and_missing_hrefs(dav):
+    base = cal(dav)
+    for uid in ("a", "b"):
+        dav.put(base + f"{uid}.ics", event(uid))
+    found = responses(dav.report(base, multiget([base + "a.ics", base + "b.ics",
+                                                 base + "nope.ics"])).body)
+    assert "200" in found[base + "a.ics"][0] and "200" in found[base + "b.ics"][0]
+    assert "404" in found[base + "nope.ics"][0]
+    data = found[base + "a.ics"][1].find(".//{urn:ietf:params:xml:ns:caldav}calendar-data")
+    assert data.text == event("a").replace("\r\n", "\n")  # XML normalises CRLF
+
+
+def test_sync_collection_initial_incremental_and_invalid(dav):
+    base = cal(dav)
+    for uid in ("a", "b", "c"):
+        dav.put(base + f"{uid}.ics", event(uid))
+    first = dav.report(base, sync_collection())
+    assert first.status == 207
+    token = sync_token(first.body)
+    assert set(responses(first.body)) == {base + "a.ics", base + "b.ics", base + "c.ics"}
+    unchanged = dav.report(base, sync_collection(token))
+    assert responses(unchanged.body) == {} and sync_token(unchanged.body) == token
+    dav.put(base + "a.ics", event("a", summary="changed"))
+    dav.put(base + "d.ics", event("d"))
+    dav.delete(base + "b.ics")
+    delta = dav.report(base, sync_collection(token))
+    found = responses(delta.body)
+    assert set(found) == {base + "a.ics", base + "d.ics", base + "b.ics"}
+    assert "404" in found[base + "b.ics"][0]
+    assert sync_token(delta.body) != token
+    for bad in ("http://radicale-crm/ns/sync/nonsense-1", "garbage",
+                token.rsplit("-", 1)[0] + "-999999"):
+        refused = dav.report(base, sync_collection(bad))
+        assert refused.status == 403 and b"valid-sync-token" in refused.body
+
+
+def test_sync_token_of_deleted_and_recreated_collection_is_refused(dav):
+    base = cal(dav, "temp")
+    assert dav.mkcalendar(base).status == 201
+    dav.put(base + "a.ics", event("a"))
+    token = sync_token(dav.report(base, sync_collection()).body)
+    assert dav.delete(base).status == 200
+    assert dav.mkcalendar(base).status == 201
+    assert dav.report(base, sync_collection(token)).status == 403
+
+
+def test_pruned_tombstones_invalidate_old_tokens(app, dav, db_url):
+    base = cal(dav)
+    dav.put(base + "a.ics", event("a"))
+    token = sync_token(dav.report(base, sync_collection()).body)
+    dav.delete(base + "a.ics")
+    with db.shared_engine(db_url).begin() as conn:  # age the tombstone past max_sync_token_age
+        conn.execute(text("UPDATE dav_changes SET changed_at = '2000-01-01 00:00:00+00:00'"))
+    dav.put(base + "b.ics", event("b"))
+    dav.delete(base + "b.ics")  # a delete prunes what is older than the limit
+    assert dav.report(base, sync_collection(token)).status == 403
+
+
+def test_ctag_changes_exactly_when_content_changes(dav):
+    base = cal(dav)
+
+    def ctag():
+        return prop(dav.propfind(base, PROPFIND_CTAG).body,
+                    "{http://calendarserver.org/ns/}getctag")
+
+    first = ctag()
+    assert ctag() == first
+    dav.put(base + "a.ics", event("a"))
+    second = ctag()
+    assert second != first
+    assert dav.put(base + "a.ics", event("a"), **{"If-Match": '"nope"'}).status == 412
+    assert ctag() == second
+    dav.delete(base + "a.ics")
+    assert ctag() not in (first, second)
+
+
+def test_mkcalendar_props_proppatch_and_collection_delete(dav, snapshot):
+    base = cal(dav, "visits")
+    body = """<?xml version="1.0" encoding="utf-8"?>
+<C:mkcalendar xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav"><D:set><D:prop>
+<D:displayname>Návštevy 客户</D:displayname></D:prop></D:set></C:mkcalendar>"""
+    assert dav.mkcalendar(base, body).status == 201
+    exists = dav.mkcalendar(base, body)  # RFC 4791 5.3.1.1
+    assert exists.status == 409 and b"resource-must-be-null" in exists.body
+    assert "Návštevy 客户" in dav.propfind(base, PROPFIND_CTAG).text
+    patch = """<?xml version="1.0" encoding="utf-8"?>
+<D:propertyupdate xmlns:D="DAV:"><D:set><D:prop><D:displayname>Renamed</D:displayname>
+</D:prop></D:set></D:propertyupdate>"""
+    assert dav.request("PROPPATCH", base, patch, {"Content-Type": "application/xml"}).status == 207
+    assert "Renamed" in dav.propfind(base, PROPFIND_CTAG).text
+    dav.put(base + "a.ics", event("a"))
+    trash_before = snapshot()["trash"]
+    assert dav.delete(base).status == 200
+    assert dav.propfind(base).status == 404
+    assert snapshot()["trash"] == trash_before + 2  # the collection and its item
+
+
+def test_addressbook_mkcol_and_vcards(dav):
+    base = f"/{dav.user}/book/"
+    body = """<?xml version="1.0" encoding="utf-8"?>
+<D:mkcol xmlns:D="DAV:" xmlns:CR="urn:ietf:params:xml:ns:carddav"><D:set><D:prop>
+<D:resourcetype><D:collection/><CR:addressbook/></D:resourcetype>
+<D:displayname>Book</D:displayname></D:prop></D:set></D:mkcol>"""
+    assert dav.request("MKCOL", base, body, {"Content-Type": "application/xml"}).status == 201
+    card = vcard("c1")
+    assert dav.put(base + "c1.vcf", card, "text/vcard").status == 201
+    assert dav.get(base + "c1.vcf").text == card
+    query = """<?xml version="1.0" encoding="utf-8"?>
+<CR:addressbook-query xmlns:D="DAV:" xmlns:CR="urn:ietf:params:xml:ns:carddav">
+<D:prop><D:getetag/></D:prop><CR:filter><CR:prop-filter name="EMAIL">
+<CR:text-match collation="i;unicode-casemap" match-type="contains">JANA@</CR:text-match>
+</CR:prop-filter></CR:filter></CR:addressbook-query>"""
+    assert set(responses(dav.report(base, query).body)) == {base + "c1.vcf"}
+
+
+def test_move_within_and_across_collections(dav):
+    base, other = cal(dav), cal(dav, "other")
+    assert dav.mkcalendar(other).status == 201
+    dav.put(base + "a.ics", event("a"))
+    token = sync_token(dav.report(base, sync_collection()).body)
+    moved = dav.request("MOVE", base + "a.ics", b"",
+                        {"Destination": f"http://127.0.0.1:5232{base}renamed.ics"})
+    assert moved.status == 201
+    assert dav.get(base + "a.ics").status == 404 and dav.get(base + "renamed.ics").status == 200
+    delta = responses(dav.report(base, sync_collection(token)).body)
+    assert set(delta) == {base + "a.ics", base + "renamed.ics"}
+    moved = dav.request("MOVE", base + "renamed.ics", b"",
+                        {"Destination": f"http://127.0.0.1:5232{other}a.ics"})
+    assert moved.status == 201
+    assert dav.get(other + "a.ics").text == event("a")
+    # A UID already present in the target collection refuses the move.
+    dav.put(base + "x.ics", event("x"))
+    dav.put(other + "y.ics", event("x"))
+    clash = dav.request("MOVE", base + "x.ics", b"",
+                        {"Destination": f"http://127.0.0.1:5232{other}z.ics"})
+    assert clash.status == 409
+    assert dav.get(base + "x.ics").status == 200 and dav.get(other + "z.ics").status == 404
+
+
+def test_whole_collection_put_imports_and_replaces(dav):
+    base = cal(dav, "imported")
+    ics = ("BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//x//EN\r\nX-WR-CALNAME:Imported\r\n"
+           "BEGIN:VEVENT\r\nUID:i1\r\nDTSTAMP:20250101T000000Z\r\nDTSTART:20250105T100000Z\r\n"
+           "SUMMARY:One\r\nX-CRM-GEO:geo:48.14,17.10\r\nEND:VEVENT\r\n"
+           "BEGIN:VEVENT\r\nUID:i2\r\nDTSTAMP:20250101T000000Z\r\nDTSTART:20250106T100000Z\r\n"
+           "SUMMARY:Two\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n")
+    assert dav.put(base, ics).status == 201
+    listing = responses(dav.propfind(base, depth="1").body)
+    assert set(listing) == {base, base + "i1.ics", base + "i2.ics"}
+    assert "X-CRM-GEO:geo:48.14,17.10\r\n" in dav.get(base + "i1.ics").text
+    assert "Imported" in dav.propfind(base, PROPFIND_CTAG).text
+    token = sync_token(dav.report(base, sync_collection()).body)
+    replacement = ics.replace("UID:i2", "UID:i3")
+    assert dav.put(base, replacement).status == 201
+    delta = responses(dav.report(base, sync_collection(token)).body)
+    assert set(delta) == {base + "i1.ics", base + "i2.ics", base + "i3.ics"}
+    assert "404" in delta[base + "i2.ics"][0]
+    export = dav.get(base)
+    assert export.status == 200 and export.text.count("BEGIN:VEVENT") == 2
+
+
+def test_unicode_and_problematic_names(dav):
+    base = cal(dav, "日历 Kalendár")
+    assert dav.mkcalendar(base).status == 201
+    href = base + "schôdzka 1.ics"
+    assert dav.put(href, event("uni")).status == 201
+    assert dav.get(href).text == event("uni")
+    assert href in responses(dav.propfind(base, depth="1").body)
+    # Radicale's default path validation ("minimal") refuses : , ? * " ' in names.
+    refused = dav.put(base + "a:b.ics", event("colon"))
+    assert refused.status == 400 and refused.text.startswith("invalid path:")
+
+
+def test_collection_get_exports_even_bare_lf_items(dav):
+    base = cal(dav)
+    dav.put(base + "lf.ics", event("lf").replace("\r\n", "\n"))
+    assert dav.get(base + "lf.ics").text == event("lf").replace("\r\n", "\n")
+    export = dav.get(base)
+    assert "UID:lf" in export.text
+
+
+def test_users_are_isolated_by_default(dav, app, make_user):
+    from davclient import Dav
+    other, password = make_user()
+    dav.put(cal(dav) + "a.ics", event("a"))
+    intruder = Dav(app, other, password)
+    assert intruder.get(cal(dav) + "a.ics").status == 403
+    assert intruder.put(cal(dav) + "b.ics", event("b")).status == 403
+    assert intruder.delete(cal(dav) + "a.ics").status == 403
