@@ -16,9 +16,9 @@ from server.crm.errors import CrmError
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="crm-admin", description=__doc__.splitlines()[0])
-    parser.add_argument("-C", "--config", nargs="*", metavar="PATH",
-                        help="configuration file(s) (default: $RADICALE_CONFIG, $CRM_CONFIG, "
-                             "./config/radicale.conf)")
+    parser.add_argument("-C", "--config", action="append", metavar="PATH",
+                        help="configuration file, repeatable (default: $RADICALE_CONFIG, "
+                             "$CRM_CONFIG, ./config/radicale.conf)")
     parser.add_argument("--db-url", help="database URL (overrides the configuration)")
     nouns = parser.add_subparsers(dest="noun", required=True, metavar="NOUN")
     db_commands.register(nouns)
