@@ -5,7 +5,6 @@ it, plus what our indexes must never get wrong)."""
 
 from __future__ import annotations
 
-import pytest
 from sqlalchemy import text
 
 from ical import (PROPFIND_CTAG, event, multiget, sync_collection, time_range_query, vcard)

@@ -14,10 +14,10 @@ import uuid
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Mapping, Optional, Sequence
 
-from sqlalchemy import Row, and_, delete, insert, or_, select, update
+from sqlalchemy import Row, and_, delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
-from server.crm.errors import AlreadyExists, InvalidSyncToken, NotFound
+from server.crm.errors import InvalidSyncToken, NotFound
 from server.crm.models import DavChange, DavCollection, DavItem, DavTrash, utcnow
 
 SYNC_TOKEN_PREFIX = "http://radicale-crm/ns/sync/"
@@ -236,12 +236,6 @@ def item_hrefs(session: Session, collection_id: int) -> list[str]:
                                 .order_by(DavItem.href)))
 
 
-def item_count(session: Session, collection_id: int) -> int:
-    from sqlalchemy import func
-    return session.scalar(select(func.count()).select_from(DavItem)
-                          .where(DavItem.collection_id == collection_id)) or 0
-
-
 def has_uid(session: Session, collection_id: int, uid: str) -> bool:
     return session.scalar(select(DavItem.id).where(
         DavItem.collection_id == collection_id, DavItem.uid == uid).limit(1)) is not None
@@ -347,7 +341,6 @@ def prune_tombstones(session: Session, collection_id: int, older_than: dt.dateti
     """Forget deletions older than ``older_than``; tokens from before them become invalid."""
     condition = and_(DavChange.collection_id == collection_id, DavChange.deleted.is_(True),
                      DavChange.changed_at < older_than)
-    from sqlalchemy import func
     newest = session.scalar(select(func.max(DavChange.revision)).where(condition))
     if newest is None:
         return 0
@@ -389,7 +382,3 @@ def _trash_item(session: Session, collection: CollectionState, item: StoredItem,
                          uid=item.uid or None, tag=collection.tag, text=item.text,
                          deleted_by=actor))
 
-
-def ensure_new(session: Session, path: str) -> None:
-    if get_collection(session, path) is not None:
-        raise AlreadyExists("collection", path)

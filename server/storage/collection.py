@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import xml.etree.ElementTree as ET
 from typing import TYPE_CHECKING, Iterable, Iterator, Mapping, Optional, Tuple
 
@@ -94,7 +93,7 @@ class Collection(storage.BaseCollection):
     # --- writes ---------------------------------------------------------------------------
     def upload(self, href: str, item: radicale_item.Item
                ) -> Tuple[radicale_item.Item, Optional[radicale_item.Item]]:
-        data = mapping.to_data(href, item, mapping.client_text(self.path, href, item))
+        data = mapping.to_data(href, item, mapping.client_text(item))
         actor = self._storage.actor()
         with self._storage.writing() as session:
             stored, old = self._storage.translate(
@@ -135,6 +134,3 @@ class Collection(storage.BaseCollection):
     def state(self) -> CollectionState:
         return self._state
 
-
-def utc(ts: int) -> dt.datetime:
-    return dt.datetime.fromtimestamp(ts, dt.timezone.utc)

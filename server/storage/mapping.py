@@ -55,14 +55,15 @@ def class_of(item: radicale_item.Item) -> Optional[str]:
     return None
 
 
-def client_text(collection_path: str, href: str, item: radicale_item.Item) -> Optional[str]:
-    """The text the client PUT for this item, if this request is that PUT and it is the
-    object Radicale parsed (same UID everywhere; Radicale adds a UID when one is missing)."""
+def client_text(item: radicale_item.Item) -> Optional[str]:
+    """The text the client PUT for this item, if it is the object Radicale parsed.
+
+    A single-item PUT makes exactly one ``upload``; the body is that object when it is one
+    object whose components all carry the item's UID (Radicale adds a UID when the client
+    sent none, and then its own text is the one to keep).
+    """
     context = request_context.current()
     if context is None or context.method != "PUT" or not context.raw_body:
-        return None
-    target = "/%s/%s" % (collection_path, href)
-    if context.path.rstrip("/") != target and not context.path.endswith("/" + href):
         return None
     text = context.body_text
     uids = rawtext.object_uids(text)
@@ -71,7 +72,7 @@ def client_text(collection_path: str, href: str, item: radicale_item.Item) -> Op
     return text
 
 
-def imported_texts(item_count_hint: int = 0) -> dict[str, str]:
+def imported_texts() -> dict[str, str]:
     """Per-UID texts of a whole-collection PUT body (an .ics/.vcf import)."""
     context = request_context.current()
     if context is None or context.method != "PUT" or not context.raw_body:
