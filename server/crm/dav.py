@@ -17,7 +17,7 @@ from typing import Iterable, Iterator, Mapping, Optional, Sequence
 from sqlalchemy import Row, and_, delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
-from server.crm.errors import InvalidSyncToken, NotFound
+from server.crm.errors import AlreadyExists, InvalidSyncToken, NotFound
 from server.crm.models import DavChange, DavCollection, DavItem, DavTrash, utcnow
 
 SYNC_TOKEN_PREFIX = "http://radicale-crm/ns/sync/"
@@ -99,9 +99,13 @@ def _item(row: Row) -> StoredItem:
 
 # --- collections -------------------------------------------------------------------------
 
-def get_collection(session: Session, path: str) -> Optional[CollectionState]:
-    row = session.execute(select(*_COLLECTION_COLUMNS)
-                          .where(DavCollection.path == path)).first()
+def get_collection(session: Session, path: str, for_update: bool = False
+                   ) -> Optional[CollectionState]:
+    """The collection at ``path``; ``for_update`` row-locks it until commit (PostgreSQL)."""
+    stmt = select(*_COLLECTION_COLUMNS).where(DavCollection.path == path)
+    if for_update:
+        stmt = stmt.with_for_update()
+    row = session.execute(stmt).first()
     return _collection(row) if row else None
 
 
@@ -136,23 +140,30 @@ def ensure_collection(session: Session, path: str) -> tuple[CollectionState, boo
 
 
 def create_collection(session: Session, path: str, props: Mapping[str, str],
-                      actor: Optional[str] = None) -> tuple[CollectionState, list[StoredItem]]:
-    """Create the collection, or replace an existing one's props and content.
+                      actor: Optional[str] = None, replace: bool = False
+                      ) -> tuple[CollectionState, list[StoredItem]]:
+    """Create the collection; with ``replace``, replace an existing one's props and content.
 
     Returns the collection and the items it held before (moved to the trash). A replaced
     collection keeps its identity, so clients' sync tokens stay valid and see deletions.
+    Without ``replace`` an existing collection is an error, never silently emptied.
     """
-    existing = get_collection(session, path)
+    existing = get_collection(session, path, for_update=True)
     if existing is None:
         if parent_of(path):
             ensure_collection(session, parent_of(path))
         return _insert_collection(session, path, props), []
+    if not replace:
+        raise AlreadyExists("collection", path)
     old_items = list(iter_items(session, existing.id))
     batch = uuid.uuid4().hex
     for item in old_items:
         _trash_item(session, existing, item, actor, batch)
         _record_change(session, existing.id, item.href, existing.revision + 1, deleted=True)
-    session.execute(delete(DavItem).where(DavItem.collection_id == existing.id))
+    for i in range(0, len(old_items), _CHUNK):
+        hrefs = [item.href for item in old_items[i:i + _CHUNK]]
+        session.execute(delete(DavItem).where(DavItem.collection_id == existing.id,
+                                              DavItem.href.in_(hrefs)))
     return set_props(session, existing.id, props), old_items
 
 

@@ -80,7 +80,10 @@ class Storage(storage.BaseStorage):
     @types.contextmanager
     def acquire_lock(self, mode: str, user: str = "", *args, **kwargs) -> Iterator[None]:
         write = mode == "w"
-        lock_paths = _lock_paths(kwargs.get("path"), kwargs.get("to_path")) if write else ()
+        # Writers lock the collections they touch; a write without a path (Radicale's
+        # principal auto-creation) locks the user's principal.
+        lock_paths = (_lock_paths(kwargs.get("path"), kwargs.get("to_path"))
+                      or [user or ""]) if write else ()
         with self._failures():
             with self.uow.begin(write=write, lock_paths=lock_paths):
                 info = self.uow.info
@@ -175,11 +178,19 @@ class Storage(storage.BaseStorage):
         sane = pathutils.strip_path(pathutils.sanitize_path(href))
         actor = self.actor()
         if props is None:
-            return self._ensure_collection(sane, actor), {}, []
+            # Radicale (app/__init__.py, 3.9) creates the predefined collections only when
+            # this returns a truthy collection. Parallel first requests all find no principal
+            # and all get here: only the one that created it may go on, or the others would
+            # "create" (replace) calendars that already hold acknowledged writes.
+            collection, created = self._ensure_collection(sane, actor)
+            return (collection if created else None), {}, []
         props = dict(props)
+        # Only a whole-collection PUT (it has items) replaces an existing collection; MKCOL
+        # and MKCALENDAR checked it was absent, so finding one here is a lost race.
+        replace = items is not None
         with self.writing() as session:
             state, old_items = self.translate(
-                lambda: dav.create_collection(session, sane, props, actor))
+                lambda: dav.create_collection(session, sane, props, actor, replace=replace))
             new_hrefs: list[str] = []
             if props.get("tag") and items is not None:
                 batch = self._import_batch(state, items)
@@ -191,9 +202,10 @@ class Storage(storage.BaseStorage):
         replaced = {old.href: mapping.to_radicale(old, collection) for old in old_items}
         return collection, replaced, new_hrefs
 
-    def _ensure_collection(self, sane: str, actor: Optional[str]) -> Collection:
+    def _ensure_collection(self, sane: str, actor: Optional[str]) -> tuple[Collection, bool]:
+        """The collection, and whether this call created it."""
         if sane == "":
-            return Collection(self, _ROOT)
+            return Collection(self, _ROOT), False
         try:
             with self.writing() as session:
                 state, created = dav.ensure_collection(session, sane)
@@ -205,7 +217,8 @@ class Storage(storage.BaseStorage):
                 state = dav.get_collection(session, sane)
             if state is None:
                 raise
-        return Collection(self, state)
+            created = False
+        return Collection(self, state), created
 
     def _import_batch(self, state: CollectionState, items: Iterable[radicale_item.Item]
                       ) -> list[dav.ItemData]:
