@@ -90,3 +90,22 @@ def test_console_script_reads_the_config_file(tmp_path):
     assert (tmp_path / "fromconfig.db").exists()
     usage = subprocess.run([exe, "user"], capture_output=True, text=True)
     assert usage.returncode == 2 and "crm-admin user: error" in usage.stderr
+
+
+def test_database_url_from_environment_and_precedence(tmp_path, monkeypatch, capsys):
+    from admin_cli import context
+    from server.crm import db as crm_db
+    monkeypatch.chdir(tmp_path)  # no ./config/radicale.conf here
+    monkeypatch.delenv("RADICALE_CONFIG", raising=False)
+    monkeypatch.delenv("CRM_CONFIG", raising=False)
+    monkeypatch.delenv("CRM_DATABASE_URL", raising=False)
+    assert context.database_url(None, None) == "sqlite:///var/radicale-crm.db"
+    monkeypatch.setenv("CRM_DATABASE_URL", f"sqlite:///{tmp_path}/env.db")
+    assert context.database_url(None, None) == f"sqlite:///{tmp_path}/env.db"
+    assert main(["db", "upgrade"]) == 0 and (tmp_path / "env.db").exists()
+    config = tmp_path / "c.conf"
+    config.write_text(f"[storage]\ndb_url = sqlite:///{tmp_path}/file.db\n")
+    assert context.database_url([str(config)], None) == f"sqlite:///{tmp_path}/file.db"
+    assert context.database_url([str(config)], "postgresql://u@h/d") == \
+        "postgresql+psycopg://u@h/d"
+    assert crm_db.resolve_url("postgres://u@h/d") == "postgresql+psycopg://u@h/d"
