@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import configparser
+import getpass
+import os
+import socket
 from contextlib import contextmanager
 from typing import Iterator, Optional, Sequence
 
@@ -10,7 +13,7 @@ from sqlalchemy import Engine, inspect
 from sqlalchemy.orm import Session
 
 from server import config
-from server.crm import db
+from server.crm import audit, db
 
 
 class SchemaMissing(Exception):
@@ -36,3 +39,17 @@ def unit_of_work(engine: Engine) -> Iterator[Session]:
         raise SchemaMissing()
     with Session(engine, expire_on_commit=False) as session, session.begin():
         yield session
+
+
+def record(session: Session, action: str, obj: str, summary: str) -> None:
+    """Audit an operator's change, in the command's own transaction. The actor is the
+    operating-system user: crm-admin runs on the server, for operators."""
+    audit.append(session, audit.ADMIN_STREAM, action, obj, actor=operator(),
+                 client="cli@" + socket.gethostname(), summary=summary)
+
+
+def operator() -> str:
+    try:
+        return "os:" + getpass.getuser()
+    except Exception:
+        return "os:uid%d" % os.getuid()

@@ -9,7 +9,7 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from admin_cli import context, db_commands, user_commands
+from admin_cli import audit_commands, context, db_commands, user_commands
 from server.crm import db
 from server.crm.errors import CrmError
 
@@ -23,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     nouns = parser.add_subparsers(dest="noun", required=True, metavar="NOUN")
     db_commands.register(nouns)
     user_commands.register(nouns)
+    audit_commands.register(nouns)
     return parser
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from admin_cli.context import unit_of_work
+from admin_cli.context import record, unit_of_work
 from admin_cli.output import emit
 from server.crm import users
 from server.crm.errors import InvalidInput
@@ -61,6 +61,7 @@ def cmd_add(args, engine) -> int:
     with unit_of_work(engine) as session:
         user = users.add_user(session, args.name, password, role=args.role, email=args.email)
         name = user.username
+        record(session, "user.add", f"user:{name}", f"created user {name} (role {args.role})")
     print(f"user {name} created (role {args.role})")
     if generated:
         print(f"password: {password}")
@@ -78,6 +79,8 @@ def cmd_set_disabled(args, engine) -> int:
     with unit_of_work(engine) as session:
         user = users.set_disabled(session, args.name, args.disabled)
         name = user.username
+        verb = "disabled" if args.disabled else "enabled"
+        record(session, f"user.{verb[:-1]}", f"user:{name}", f"{verb} user {name}")
     print(f"user {name} {'disabled' if args.disabled else 'enabled'}")
     return 0
 
@@ -86,6 +89,7 @@ def cmd_passwd(args, engine) -> int:
     password, generated = _password(args.password_stdin)
     with unit_of_work(engine) as session:
         name = users.set_password(session, args.name, password).username
+        record(session, "user.passwd", f"user:{name}", f"set a new password for {name}")
     print(f"password of {name} changed")
     if generated:
         print(f"password: {password}")

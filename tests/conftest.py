@@ -156,6 +156,7 @@ def db_snapshot(url: str) -> dict:
                 "SELECT collection_id, href, revision, deleted FROM dav_changes "
                 "ORDER BY collection_id, href")).all(),
             "trash": conn.execute(text("SELECT count(*) FROM dav_trash")).scalar(),
+            "audit": conn.execute(text("SELECT count(*) FROM audit_log")).scalar(),
             "users": conn.execute(text(
                 "SELECT username, password_hash, disabled FROM users ORDER BY username")).all(),
         }

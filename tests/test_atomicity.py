@@ -26,11 +26,12 @@ def test_failing_side_effect_rolls_the_write_back(app, dav, snapshot, error, sta
     path = f"/{dav.user}/calendar/e.ics"
     assert dav.put(path, event("keep")).status == 201
     before = snapshot()
+    original = app._storage.hooks
     app._storage.hooks = Boom(error)
     assert dav.put(path, event("keep", summary="changed")).status == status
     assert dav.put(f"/{dav.user}/calendar/new.ics", event("new")).status == status
     # Radicale's DELETE handler catches no ValueError: any failure there is a 500.
     assert dav.delete(path).status == 500
-    app._storage.hooks = NoHooks()
+    app._storage.hooks = original
     assert snapshot() == before
     assert "SUMMARY:Visit" in dav.get(path).text

@@ -127,3 +127,39 @@ class DavTrash(Base):
     text: Mapped[Optional[str]] = mapped_column(Text)
     deleted_by: Mapped[Optional[str]] = mapped_column(String(255))
     deleted_at: Mapped[timestamp] = mapped_column(default=utcnow)
+
+
+auto_bigint_pk = Annotated[int, mapped_column(BigInteger().with_variant(Integer, "sqlite"),
+                                              primary_key=True, autoincrement=True)]
+
+
+class AuditRecord(Base):
+    """One audited change. Records form hash chains, one per stream (a user's data, admin)."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (UniqueConstraint("stream", "seq"),
+                      Index("ix_audit_log_at", "at"))
+
+    id: Mapped[auto_bigint_pk]
+    stream: Mapped[path_str]
+    seq: Mapped[bigint]
+    at: Mapped[timestamp]
+    actor: Mapped[Optional[str]] = mapped_column(String(255), index=True)
+    action: Mapped[str] = mapped_column(String(40))
+    object: Mapped[path_str] = mapped_column(index=True)
+    client: Mapped[Optional[str]] = mapped_column(String(255))
+    before_digest: Mapped[Optional[str]] = mapped_column(String(64))
+    after_digest: Mapped[Optional[str]] = mapped_column(String(64))
+    summary: Mapped[str] = mapped_column(Text, default="")
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditStream(Base):
+    """The head of each chain: what the last record must be (catches deleted tails)."""
+
+    __tablename__ = "audit_streams"
+
+    stream: Mapped[path_str] = mapped_column(primary_key=True)
+    seq: Mapped[bigint] = mapped_column(default=0)
+    head_hash: Mapped[str] = mapped_column(String(64))

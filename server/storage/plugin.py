@@ -23,7 +23,8 @@ from server.crm import dav, db
 from server.crm.dav import CollectionState
 from server.crm.errors import (AlreadyExists, CrmError, DuplicateUid, InvalidSyncToken,
                                NotFound)
-from server.crm_hooks import NoHooks, WriteHooks
+from server.crm_hooks import WriteHooks
+from server.crm_hooks.audit import AuditHooks
 from server.storage import mapping
 from server.storage.collection import Collection
 
@@ -55,7 +56,7 @@ class Storage(storage.BaseStorage):
         url = db.url_from_config(self.configuration)
         engine = db.shared_engine(url, self.configuration.get("storage", "db_pool_size"))
         self.uow = db.UnitOfWork(engine)
-        self.hooks: WriteHooks = NoHooks()
+        self.hooks: WriteHooks = AuditHooks()
         self._max_sync_age = dt.timedelta(
             seconds=self.configuration.get("storage", "max_sync_token_age"))
         logger.info("Storage: %s", engine.url.render_as_string(hide_password=True))

@@ -1,0 +1,101 @@
+"""The audit trail: every DAV change and admin command is recorded in its own transaction,
+chained by hash, and `crm-admin audit verify` names any record edited or deleted."""
+
+from __future__ import annotations
+
+import json
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from admin_cli.main import main
+from ical import event
+from server.crm import audit, db
+
+
+def records(db_url, owner):
+    with Session(db.shared_engine(db_url)) as s:
+        rows = s.execute(text("SELECT actor, action, object, client, summary, before_digest, "
+                              "after_digest FROM audit_log WHERE stream = :s ORDER BY seq"),
+                         {"s": audit.dav_stream(owner)}).all()
+    return [tuple(r) for r in rows]
+
+
+def test_every_dav_change_is_recorded(dav, db_url):
+    base = f"/{dav.user}/calendar/"
+    other = f"/{dav.user}/other/"
+    dav.mkcalendar(other)
+    etag1 = dav.put(base + "a.ics", event("a")).headers["etag"].strip('"')
+    etag2 = dav.put(base + "a.ics", event("a", start="20250111T100000Z",
+                                          summary="Moved")).headers["etag"].strip('"')
+    dav.request("MOVE", base + "a.ics", b"", {"Destination": f"http://127.0.0.1:5232{other}b.ics"})
+    dav.delete(other + "b.ics")
+    dav.delete(other)
+    log = records(db_url, dav.user)
+    actions = [r[1] for r in log]
+    assert actions == ["collection.create", "collection.create", "collection.create",
+                       "collection.create", "item.create", "item.update", "item.move",
+                       "item.delete", "collection.delete"]
+    created, updated, moved, deleted = log[4], log[5], log[6], log[7]
+    assert created[:4] == (dav.user, "item.create", base + "a.ics", "127.0.0.1")
+    assert created[4] == "created VEVENT a" and created[6] == etag1
+    assert updated[4] == "changed DTSTART, SUMMARY"  # DTSTAMP etc. are noise
+    assert (updated[5], updated[6]) == (etag1, etag2)
+    assert moved[2] == base + "a.ics" and moved[4] == f"moved to {other}b.ics"
+    assert deleted[2] == other + "b.ics" and deleted[5] == etag2 and deleted[6] is None
+    assert log[8][2] == other
+    with Session(db.shared_engine(db_url)) as s:
+        assert audit.verify(s)[1] == []
+
+
+def test_refused_write_leaves_no_record(dav, snapshot):
+    dav.put(f"/{dav.user}/calendar/a.ics", event("a"))
+    before = snapshot()
+    assert dav.put(f"/{dav.user}/calendar/b.ics", event("a")).status == 409
+    assert dav.put(f"/{dav.user}/calendar/c.ics", "garbage").status == 400
+    assert snapshot() == before  # includes the audit_log count
+
+
+def run(capsys, url, *argv):
+    code = main(["--db-url", url, *argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_admin_commands_are_audited_with_the_os_user(capsys, db_url):
+    run(capsys, db_url, "user", "add", "audited-user")
+    run(capsys, db_url, "user", "disable", "audited-user")
+    run(capsys, db_url, "user", "add", "audited-user")  # refused: not recorded
+    code, out, _ = run(capsys, db_url, "audit", "list", "--object", "user:audited-user",
+                       "--json")
+    entries = json.loads(out)
+    assert [e["action"] for e in entries] == ["user.disable", "user.add"]  # newest first
+    assert entries[0]["actor"].startswith("os:") and entries[0]["client"].startswith("cli@")
+    assert entries[1]["summary"] == "created user audited-user (role rep)"
+    code, out, err = run(capsys, db_url, "audit", "list", "--since", "not-a-date")
+    assert code == 1 and "invalid --since 'not-a-date'" in err
+
+
+def test_verify_names_edited_and_deleted_records(capsys, dav, db_url):
+    for uid in "abcd":
+        dav.put(f"/{dav.user}/calendar/{uid}.ics", event(uid))
+    code, out, _ = run(capsys, db_url, "audit", "verify")
+    assert code == 0 and out.startswith("audit trail intact: ")
+    stream = audit.dav_stream(dav.user)
+    engine = db.shared_engine(db_url)
+    with engine.begin() as conn:
+        ids = [r[0] for r in conn.execute(text(
+            "SELECT id FROM audit_log WHERE stream = :s ORDER BY seq"), {"s": stream})]
+        conn.execute(text("UPDATE audit_log SET summary = 'nothing to see' WHERE id = :i"),
+                     {"i": ids[-3]})
+    code, out, _ = run(capsys, db_url, "audit", "verify")
+    assert code == 1
+    assert f"TAMPERED: record {ids[-3]} ({stream} #" in out and "was edited" in out
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM audit_log WHERE id = :i"), {"i": ids[-2]})
+    code, out, _ = run(capsys, db_url, "audit", "verify")
+    assert code == 1 and f"TAMPERED: record {ids[-1]} " in out and "missing (deleted)" in out
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM audit_log WHERE id = :i"), {"i": ids[-1]})
+    code, out, _ = run(capsys, db_url, "audit", "verify")
+    assert code == 1 and f"TAMPERED: stream {stream}: the chain ends at" in out
