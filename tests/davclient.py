@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import base64
+import http.client
 import io
 import os
 import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from typing import Optional
@@ -153,3 +155,24 @@ class LiveServer:
                 self.process.kill()
                 self.process.wait()
         self._log.close()
+
+
+def http_request(base_url: str, user: Optional[str], password: Optional[str], method: str,
+                 path: str, body: bytes | str = b"", headers: Optional[dict] = None,
+                 timeout: float = 60) -> Response:
+    """One request over a real socket (a connection per request: safe from any thread)."""
+    if isinstance(body, str):
+        body = body.encode("utf-8")
+    parts = urllib.parse.urlsplit(base_url)
+    all_headers = dict(headers or {})
+    if user is not None:
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
+        all_headers["Authorization"] = "Basic " + token
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+    try:
+        conn.request(method, path, body=body, headers=all_headers)
+        response = conn.getresponse()
+        return Response(response.status, {k.lower(): v for k, v in response.getheaders()},
+                        response.read())
+    finally:
+        conn.close()

@@ -8,9 +8,7 @@ see each other's data.
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
-import http.client
 import shutil
 import threading
 import uuid
@@ -26,7 +24,8 @@ import pytest
 from caldav.lib import error as caldav_error
 
 from conftest import create_user
-from davclient import LiveServer
+from davclient import LiveServer, http_request
+from davclient import Response as Reply
 
 pytestmark = pytest.mark.e2e
 
@@ -56,17 +55,6 @@ def server(request, tmp_path_factory, sqlite_template):
 
 
 @dataclass
-class Reply:
-    status: int
-    headers: dict
-    body: bytes
-
-    @property
-    def text(self) -> str:
-        return self.body.decode("utf-8", "replace")
-
-
-@dataclass
 class Account:
     """One fresh user on the module's server: a caldav client and a raw HTTP driver."""
 
@@ -84,19 +72,8 @@ class Account:
 
     def http(self, method: str, path: str, body: bytes | str = b"",
              headers: Optional[dict] = None) -> Reply:
-        if isinstance(body, str):
-            body = body.encode("utf-8")
-        parts = urlsplit(self.server.url)
-        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
-        token = base64.b64encode(f"{self.name}:{self.password}".encode()).decode()
-        try:
-            conn.request(method, path, body=body,
-                         headers={"Authorization": "Basic " + token, **(headers or {})})
-            response = conn.getresponse()
-            return Reply(response.status, {k.lower(): v for k, v in response.getheaders()},
-                         response.read())
-        finally:
-            conn.close()
+        return http_request(self.server.url, self.name, self.password, method, path, body,
+                            headers, timeout=30)
 
     def put(self, path: str, text: str, content_type: str = "text/calendar", **headers):
         return self.http("PUT", path, text, {"Content-Type": content_type, **_h(headers)})

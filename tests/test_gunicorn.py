@@ -3,7 +3,6 @@ max_content_length only in its built-in server)."""
 
 from __future__ import annotations
 
-import base64
 import os
 import subprocess
 import sys
@@ -14,22 +13,15 @@ import urllib.request
 import pytest
 
 from conftest import create_user
-from davclient import ROOT, free_port
+from davclient import ROOT, free_port, http_request
 from ical import event
 
 pytestmark = pytest.mark.e2e
 
 
 def call(url, method, path, user, password, body=b"", headers=None):
-    request = urllib.request.Request(url + path, data=body or None, method=method,
-                                     headers=headers or {})
-    token = base64.b64encode(f"{user}:{password}".encode()).decode()
-    request.add_header("Authorization", "Basic " + token)
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
+    reply = http_request(url, user, password, method, path, body, headers, timeout=10)
+    return reply.status, reply.body
 
 
 @pytest.fixture

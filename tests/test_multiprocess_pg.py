@@ -7,9 +7,7 @@ stay consistent whichever process answers.
 
 from __future__ import annotations
 
-import base64
 import collections
-import http.client
 import itertools
 import threading
 import time
@@ -24,7 +22,8 @@ import pytest
 from sqlalchemy.orm import Session
 
 from conftest import create_user
-from davclient import LiveServer
+from davclient import LiveServer, http_request
+from davclient import Response as Reply
 from server.crm import audit, db
 
 pytestmark = [pytest.mark.postgresql, pytest.mark.e2e]
@@ -32,17 +31,6 @@ pytestmark = [pytest.mark.postgresql, pytest.mark.e2e]
 NS = {"D": "DAV:", "C": "urn:ietf:params:xml:ns:caldav", "CS": "http://calendarserver.org/ns/"}
 THREADS = 8
 STORM = 200
-
-
-@dataclass
-class Reply:
-    status: int
-    headers: dict
-    body: bytes
-
-    @property
-    def text(self) -> str:
-        return self.body.decode("utf-8", "replace")
 
 
 @dataclass
@@ -56,19 +44,8 @@ class Client:
 
     def request(self, method: str, path: str, body: bytes | str = b"",
                 headers: Optional[dict] = None) -> Reply:
-        if isinstance(body, str):
-            body = body.encode("utf-8")
-        parts = urlsplit(self.server.url)
-        token = base64.b64encode(f"{self.user}:{self.password}".encode()).decode()
-        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
-        try:
-            conn.request(method, path, body=body,
-                         headers={"Authorization": "Basic " + token, **(headers or {})})
-            response = conn.getresponse()
-            return Reply(response.status, {k.lower(): v for k, v in response.getheaders()},
-                         response.read())
-        finally:
-            conn.close()
+        return http_request(self.server.url, self.user, self.password, method, path, body,
+                            headers)
 
     def put(self, path: str, text: str, **headers) -> Reply:
         return self.request("PUT", path, text, {"Content-Type": "text/calendar", **headers})
