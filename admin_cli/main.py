@@ -9,7 +9,7 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from admin_cli import audit_commands, context, db_commands, user_commands
+from admin_cli import audit_commands, context, db_commands, trash_commands, user_commands
 from server.crm import db
 from server.crm.errors import CrmError
 
@@ -24,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     db_commands.register(nouns)
     user_commands.register(nouns)
     audit_commands.register(nouns)
+    trash_commands.register(nouns)
     return parser
 
 

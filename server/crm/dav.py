@@ -391,5 +391,7 @@ def _trash_item(session: Session, collection: CollectionState, item: StoredItem,
     session.add(DavTrash(batch=batch, kind="item", path=collection.path,
                          owner=collection.path.split("/", 1)[0], href=item.href,
                          uid=item.uid or None, tag=collection.tag, text=item.text,
-                         deleted_by=actor))
+                         name=item.name, component=item.component, etag=item.etag,
+                         range_start=item.range_start, range_end=item.range_end,
+                         klass=item.klass, deleted_by=actor))
 

@@ -125,6 +125,13 @@ class DavTrash(Base):
     tag: Mapped[str] = mapped_column(String(20), default="")
     props_json: Mapped[Optional[str]] = mapped_column(Text)
     text: Mapped[Optional[str]] = mapped_column(Text)
+    # An item's indexed columns, so a restore needs no parsing.
+    name: Mapped[Optional[str]] = mapped_column(String(20))
+    component: Mapped[Optional[str]] = mapped_column(String(20))
+    etag: Mapped[Optional[str]] = mapped_column(String(80))
+    range_start: Mapped[Optional[int]] = mapped_column(BigInteger)
+    range_end: Mapped[Optional[int]] = mapped_column(BigInteger)
+    klass: Mapped[Optional[str]] = mapped_column("class", String(40))
     deleted_by: Mapped[Optional[str]] = mapped_column(String(255))
     deleted_at: Mapped[timestamp] = mapped_column(default=utcnow)
 
