@@ -278,3 +278,31 @@ def test_users_are_isolated_by_default(dav, app, make_user):
     assert intruder.get(cal(dav) + "a.ics").status == 403
     assert intruder.put(cal(dav) + "b.ics", event("b")).status == 403
     assert intruder.delete(cal(dav) + "a.ics").status == 403
+
+
+def test_collection_snapshot_follows_its_own_writes(app, dav):
+    """After upload/delete through a collection object, its ETag (CTag) is what the
+    database says, without a re-read."""
+    import vobject
+    from radicale import item as radicale_item
+
+    storage = app._storage
+    path = f"/{dav.user}/calendar/"
+
+    def fresh_etag():
+        with storage.acquire_lock("r", dav.user):
+            return next(iter(storage.discover(path))).etag
+
+    with storage.acquire_lock("w", dav.user, path=path + "s.ics", request="PUT"):
+        collection = next(iter(storage.discover(path)))
+        before = collection.etag
+        item = radicale_item.Item(collection_path=f"{dav.user}/calendar",
+                                  vobject_item=vobject.readOne(event("s")))
+        item.prepare()
+        collection.upload("s.ics", item)
+        after_upload = collection.etag
+    assert after_upload != before and after_upload == fresh_etag()
+    with storage.acquire_lock("w", dav.user, path=path + "s.ics", request="DELETE"):
+        collection.delete("s.ics")
+        after_delete = collection.etag
+    assert after_delete not in (before, after_upload) and after_delete == fresh_etag()

@@ -8,6 +8,7 @@ href in the compacted change log, which is what sync tokens and CTags are made o
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import uuid
@@ -42,6 +43,7 @@ class ItemData:
 @dataclass(frozen=True)
 class StoredItem(ItemData):
     modified_at: dt.datetime = dt.datetime.min.replace(tzinfo=dt.timezone.utc)
+    revision: int = 0   # the collection revision at which this item was last written
 
 
 @dataclass
@@ -65,6 +67,10 @@ class CollectionState:
     def sync_token(self) -> str:
         return "%s%s-%d" % (SYNC_TOKEN_PREFIX, self.sync_key, self.revision)
 
+    def advanced(self, revision: int, at: dt.datetime) -> "CollectionState":
+        """The snapshot after a write of ours produced ``revision`` (no re-read needed)."""
+        return dataclasses.replace(self, revision=max(self.revision, revision), modified_at=at)
+
 
 def parent_of(path: str) -> str:
     return path.rpartition("/")[0]
@@ -80,7 +86,7 @@ _COLLECTION_COLUMNS = (DavCollection.id, DavCollection.path, DavCollection.tag,
                        DavCollection.pruned_revision, DavCollection.modified_at)
 _ITEM_COLUMNS = (DavItem.href, DavItem.uid, DavItem.name, DavItem.component, DavItem.text,
                  DavItem.etag, DavItem.range_start, DavItem.range_end, DavItem.klass,
-                 DavItem.modified_at)
+                 DavItem.modified_at, DavItem.revision)
 
 
 def _collection(row: Row) -> CollectionState:
@@ -94,7 +100,7 @@ def _item(row: Row) -> StoredItem:
     return StoredItem(href=row.href, uid=row.uid or "", name=row.name, component=row.component,
                       text=row.text, etag=row.etag, range_start=row.range_start,
                       range_end=row.range_end, klass=row.klass,
-                      modified_at=_aware(row.modified_at))
+                      modified_at=_aware(row.modified_at), revision=row.revision)
 
 
 # --- collections -------------------------------------------------------------------------
@@ -267,7 +273,7 @@ def put_item(session: Session, collection_id: int, data: ItemData
         session.execute(update(DavItem).where(DavItem.collection_id == collection_id,
                                               DavItem.href == data.href).values(**values))
     _record_change(session, collection_id, data.href, revision, deleted=False, now=now)
-    stored = StoredItem(**{**data.__dict__, "modified_at": now})
+    stored = StoredItem(**{**data.__dict__, "modified_at": now, "revision": revision})
     return stored, old
 
 
@@ -289,7 +295,8 @@ def put_items(session: Session, collection_id: int, items: Sequence[ItemData]) -
 
 
 def delete_item(session: Session, collection: CollectionState, href: str,
-                actor: Optional[str] = None) -> StoredItem:
+                actor: Optional[str] = None) -> tuple[StoredItem, int, dt.datetime]:
+    """Delete (to the trash). Returns the item and the revision and time of its tombstone."""
     old = get_item(session, collection.id, href)
     if old is None:
         raise NotFound("item", f"{collection.path}/{href}")
@@ -298,7 +305,7 @@ def delete_item(session: Session, collection: CollectionState, href: str,
                                           DavItem.href == href))
     revision, now = _bump(session, collection.id)
     _record_change(session, collection.id, href, revision, deleted=True, now=now)
-    return old
+    return old, revision, now
 
 
 def move_item(session: Session, source: CollectionState, href: str, target: CollectionState,
@@ -316,8 +323,8 @@ def move_item(session: Session, source: CollectionState, href: str, target: Coll
                                           DavItem.href == href))
     revision, now = _bump(session, source.id)
     _record_change(session, source.id, href, revision, deleted=True, now=now)
-    moved = ItemData(**{**{k: v for k, v in item.__dict__.items() if k != "modified_at"},
-                        "href": to_href})
+    moved = ItemData(**{**{k: v for k, v in item.__dict__.items()
+                           if k not in ("modified_at", "revision")}, "href": to_href})
     new, replaced = put_item(session, target.id, moved)
     return item, new, replaced
 

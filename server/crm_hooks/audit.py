@@ -27,7 +27,7 @@ def changed_properties(old: str, new: str) -> list[str]:
 
 def _client() -> Optional[str]:
     context = request_context.current()
-    return context.remote_addr or None if context else None
+    return (context.remote_addr or None) if context else None
 
 
 def _digest(item: Optional[StoredItem]) -> Optional[str]:

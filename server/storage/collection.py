@@ -99,7 +99,7 @@ class Collection(storage.BaseCollection):
             stored, old = self._storage.translate(
                 lambda: dav.put_item(session, self._state.id, data))
             self._storage.hooks.item_written(session, self._state, stored, old, actor)
-            self._refresh(session)
+        self._state = self._state.advanced(stored.revision, stored.modified_at)
         return self._item(stored), self._item(old) if old else None
 
     def delete(self, href: Optional[str] = None) -> None:
@@ -109,11 +109,11 @@ class Collection(storage.BaseCollection):
                 self._storage.hooks.collection_deleting(session, self._state, actor)
                 self._storage.translate(lambda: dav.delete_collection(session, self.path, actor))
                 return
-            old = self._storage.translate(
+            old, revision, at = self._storage.translate(
                 lambda: dav.delete_item(session, self._state, href, actor))
             self._storage.hooks.item_deleted(session, self._state, old, actor)
             self._storage.prune(session, self._state.id)
-            self._refresh(session)
+        self._state = self._state.advanced(revision, at)
 
     def serialize(self, vcf_to_ics: bool = False, ShareActions: dict = {}) -> str:
         # The base class splits each item on CRLF; a client that sent bare LF still exports.
@@ -126,9 +126,6 @@ class Collection(storage.BaseCollection):
     # --- helpers --------------------------------------------------------------------------
     def _item(self, stored: dav.StoredItem) -> radicale_item.Item:
         return mapping.to_radicale(stored, self, crlf=self._crlf)
-
-    def _refresh(self, session) -> None:
-        self._state = dav.get_collection(session, self.path) or self._state
 
     @property
     def state(self) -> CollectionState:

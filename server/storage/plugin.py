@@ -21,8 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from server import request_context
 from server.crm import dav, db
 from server.crm.dav import CollectionState
-from server.crm.errors import (AlreadyExists, CrmError, DuplicateUid, InvalidSyncToken,
-                               NotFound)
+from server.crm.errors import AlreadyExists, CrmError, NotFound
 from server.crm_hooks import WriteHooks
 from server.crm_hooks.audit import AuditHooks
 from server.storage import mapping
@@ -133,7 +132,7 @@ class Storage(storage.BaseStorage):
         except AlreadyExists as e:
             request_context.set_reason(str(e))
             raise storage.ComponentExistsError(e.name) from e
-        except (DuplicateUid, InvalidSyncToken, CrmError) as e:
+        except CrmError as e:  # DuplicateUid, InvalidSyncToken, InvalidInput, ...
             request_context.set_reason(str(e))
             raise ValueError(str(e)) from e
         except IntegrityError as e:
