@@ -13,7 +13,7 @@ class Boom(NoHooks):
     def __init__(self, error: Exception) -> None:
         self.error = error
 
-    def item_written(self, session, collection, new, old, actor):
+    def item_written(self, session, collection, new, old, actor, parsed=None):
         raise self.error
 
     def item_deleted(self, session, collection, old, actor):

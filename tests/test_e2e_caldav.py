@@ -216,10 +216,12 @@ def test_principal_discovery_and_default_collections(account, principal):
     calendars = principal.calendars()
     assert [str(c.url) for c in calendars] == [account.url(account.home + "calendar/")]
     assert calendars[0].get_display_name() == "Calendar"
-    # The default address book is there too (a collection the caldav library doesn't list).
+    # The default address book is there too (a collection the caldav library doesn't list),
+    # and the CRM's two read-only books.
     listing = multistatus(account.propfind(account.home, depth="1"))
     assert set(listing) == {account.home, account.home + "calendar/",
-                            account.home + "contacts/"}
+                            account.home + "contacts/", account.home + "crm-contacts/",
+                            account.home + "crm-suggested/"}
     contacts = listing[account.home + "contacts/"]
     assert prop(contacts, "D:resourcetype").find("CR:addressbook", NS) is not None
     calendar_rt = prop(listing[account.home + "calendar/"], "D:resourcetype")
@@ -320,7 +322,8 @@ def test_parallel_requests_recreating_the_principal_lose_no_write(account):
         if acknowledged - stored:
             lost[attempt] = sorted(acknowledged - stored)
         assert set(multistatus(account.propfind(account.home, depth="1"))) == {
-            account.home, cal, account.home + "contacts/"}
+            account.home, cal, account.home + "contacts/", account.home + "crm-contacts/",
+            account.home + "crm-suggested/"}
     assert not lost, f"acknowledged (201) PUTs missing afterwards: {lost}"
     assert not refused, refused
 

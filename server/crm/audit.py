@@ -12,7 +12,7 @@ import datetime as dt
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Optional
+from typing import Iterable, Iterator, Optional, Sequence
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -60,18 +60,43 @@ def append(session: Session, stream: str, action: str, obj: str, *,
            before: Optional[str] = None, after: Optional[str] = None,
            summary: str = "") -> str:
     """Append a record to ``stream``; returns its hash."""
+    return append_many(session, stream, [Note(action, obj, actor, client, before, after,
+                                              summary)])
+
+
+@dataclass(frozen=True)
+class Note:
+    """One record to append: what happened to which object, by whom, from where."""
+    action: str
+    object: str
+    actor: Optional[str] = None
+    client: Optional[str] = None
+    before: Optional[str] = None
+    after: Optional[str] = None
+    summary: str = ""
+
+
+def append_many(session: Session, stream: str, notes: Sequence[Note]) -> str:
+    """Append ``notes`` to ``stream`` in order, locking its head once; returns the new head."""
     seq, prev = _lock_head(session, stream)
-    seq += 1
+    if not notes:
+        return prev
     at = utcnow()
-    record_hash = _digest(_canonical(stream, seq, at, actor, action, obj, client, before,
-                                     after, summary, prev))
-    session.execute(insert(AuditRecord).values(
-        stream=stream, seq=seq, at=at, actor=actor, action=action, object=obj, client=client,
-        before_digest=before, after_digest=after, summary=summary, prev_hash=prev,
-        hash=record_hash))
+    rows = []
+    for note in notes:
+        seq += 1
+        record_hash = _digest(_canonical(stream, seq, at, note.actor, note.action, note.object,
+                                         note.client, note.before, note.after, note.summary,
+                                         prev))
+        rows.append(dict(stream=stream, seq=seq, at=at, actor=note.actor, action=note.action,
+                         object=note.object, client=note.client, before_digest=note.before,
+                         after_digest=note.after, summary=note.summary, prev_hash=prev,
+                         hash=record_hash))
+        prev = record_hash
+    session.execute(insert(AuditRecord), rows)
     session.execute(update(AuditStream).where(AuditStream.stream == stream)
-                    .values(seq=seq, head_hash=record_hash))
-    return record_hash
+                    .values(seq=seq, head_hash=prev))
+    return prev
 
 
 @dataclass(frozen=True)

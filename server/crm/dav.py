@@ -295,12 +295,15 @@ def put_items(session: Session, collection_id: int, items: Sequence[ItemData]) -
 
 
 def delete_item(session: Session, collection: CollectionState, href: str,
-                actor: Optional[str] = None) -> tuple[StoredItem, int, dt.datetime]:
-    """Delete (to the trash). Returns the item and the revision and time of its tombstone."""
+                actor: Optional[str] = None, trash: bool = True
+                ) -> tuple[StoredItem, int, dt.datetime]:
+    """Delete (to the trash, unless the item is generated and ``trash`` is off). Returns the
+    item and the revision and time of its tombstone."""
     old = get_item(session, collection.id, href)
     if old is None:
         raise NotFound("item", f"{collection.path}/{href}")
-    _trash_item(session, collection, old, actor, uuid.uuid4().hex)
+    if trash:
+        _trash_item(session, collection, old, actor, uuid.uuid4().hex)
     session.execute(delete(DavItem).where(DavItem.collection_id == collection.id,
                                           DavItem.href == href))
     revision, now = _bump(session, collection.id)

@@ -1,7 +1,7 @@
 """Typed SQLAlchemy models: one declarative base, one naming convention (Alembic-friendly).
 
-Tables of the DAV store (collections, items, change log, trash) and of users. CRM tables
-(contacts, customers, visits, audit) join this module's metadata as they are added.
+Tables of the DAV store (collections, items, change log, trash), users, the audit trail and
+the CRM (customers, contacts, visits, duplicate candidates, published contact cards).
 """
 
 from __future__ import annotations
@@ -170,3 +170,198 @@ class AuditStream(Base):
     stream: Mapped[path_str] = mapped_column(primary_key=True)
     seq: Mapped[bigint] = mapped_column(default=0)
     head_hash: Mapped[str] = mapped_column(String(64))
+
+
+# --- CRM: customers, contacts, visits ------------------------------------------------------
+# Users are referred to by username (the DAV paths carry usernames too), so handing a user's
+# records to another is an UPDATE of one column.
+
+class Customer(Base):
+    __tablename__ = "crm_customers"
+
+    id: Mapped[intpk]
+    name: Mapped[name_str]
+    normalized_name: Mapped[name_str] = mapped_column(index=True)  # legal form stripped
+    short_name: Mapped[Optional[str]] = mapped_column(String(255))
+    industry: Mapped[Optional[str]] = mapped_column(String(255))
+    source: Mapped[str] = mapped_column(String(20), default="manual")
+    region: Mapped[Optional[str]] = mapped_column(String(255))
+    level: Mapped[Optional[str]] = mapped_column(String(1))            # A / B / C
+    tags_json: Mapped[str] = mapped_column(Text, default="[]")
+    owner: Mapped[Optional[str]] = mapped_column(String(255), index=True)
+    created_at: Mapped[timestamp] = mapped_column(default=utcnow)
+    updated_at: Mapped[timestamp] = mapped_column(default=utcnow)
+
+
+class CustomerDomain(Base):
+    """An e-mail domain that identifies a customer (one customer per domain)."""
+
+    __tablename__ = "crm_customer_domains"
+
+    id: Mapped[intpk]
+    customer_id: Mapped[int] = mapped_column(ForeignKey("crm_customers.id", ondelete="CASCADE"),
+                                             index=True)
+    domain: Mapped[name_str] = mapped_column(unique=True)
+
+
+class CustomerCollaborator(Base):
+    __tablename__ = "crm_customer_collaborators"
+    __table_args__ = (UniqueConstraint("customer_id", "username"),)
+
+    id: Mapped[intpk]
+    customer_id: Mapped[int] = mapped_column(ForeignKey("crm_customers.id", ondelete="CASCADE"))
+    username: Mapped[name_str] = mapped_column(index=True)
+    can_edit: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class CustomerKey(Base):
+    """Blocking keys of a customer's normalised name: fuzzy matching scores only the
+    customers that share a key with the text, never the whole table."""
+
+    __tablename__ = "crm_customer_keys"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("crm_customers.id", ondelete="CASCADE"),
+                                             primary_key=True, index=True)
+
+
+class Contact(Base):
+    __tablename__ = "crm_contacts"
+
+    id: Mapped[intpk]
+    name: Mapped[name_str]
+    normalized_name: Mapped[name_str] = mapped_column(index=True)
+    title: Mapped[Optional[str]] = mapped_column(String(255))
+    customer_id: Mapped[Optional[int]] = mapped_column(
+        ForeignKey("crm_customers.id", ondelete="SET NULL"), index=True)
+    source: Mapped[str] = mapped_column(String(20), default="attendee")  # attendee/import/manual
+    created_by: Mapped[Optional[str]] = mapped_column(String(255))
+    created_at: Mapped[timestamp] = mapped_column(default=utcnow)
+    updated_at: Mapped[timestamp] = mapped_column(default=utcnow)
+
+
+class ContactEmail(Base):
+    """Lower-cased; an address belongs to one contact."""
+
+    __tablename__ = "crm_contact_emails"
+
+    id: Mapped[intpk]
+    contact_id: Mapped[int] = mapped_column(ForeignKey("crm_contacts.id", ondelete="CASCADE"),
+                                            index=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+
+
+class ContactPhone(Base):
+    """Normalised to digits with a leading + where one was given."""
+
+    __tablename__ = "crm_contact_phones"
+    __table_args__ = (UniqueConstraint("contact_id", "phone"),)
+
+    id: Mapped[intpk]
+    contact_id: Mapped[int] = mapped_column(ForeignKey("crm_contacts.id", ondelete="CASCADE"))
+    phone: Mapped[str] = mapped_column(String(40), index=True)
+
+
+class ContactKey(Base):
+    """Blocking keys of a contact's name, for duplicate detection without a table scan."""
+
+    __tablename__ = "crm_contact_keys"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    contact_id: Mapped[int] = mapped_column(ForeignKey("crm_contacts.id", ondelete="CASCADE"),
+                                            primary_key=True, index=True)
+
+
+class DuplicateCandidate(Base):
+    """Two contacts that may be one person: recorded for review, never merged silently."""
+
+    __tablename__ = "crm_duplicate_candidates"
+    __table_args__ = (UniqueConstraint("contact_id", "other_id"),)
+
+    id: Mapped[intpk]
+    contact_id: Mapped[int] = mapped_column(ForeignKey("crm_contacts.id", ondelete="CASCADE"),
+                                            index=True)
+    other_id: Mapped[int] = mapped_column(ForeignKey("crm_contacts.id", ondelete="CASCADE"),
+                                          index=True)
+    score: Mapped[int]
+    reason: Mapped[str] = mapped_column(String(20))                    # name / phone
+    status: Mapped[str] = mapped_column(String(20), default="open")   # open/dismissed/merged
+    created_at: Mapped[timestamp] = mapped_column(default=utcnow)
+    resolved_by: Mapped[Optional[str]] = mapped_column(String(255))
+    resolved_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime(timezone=True))
+
+
+class Visit(Base):
+    """One customer visit per event UID, whichever reps' calendars hold it."""
+
+    __tablename__ = "crm_visits"
+
+    id: Mapped[intpk]
+    uid: Mapped[str] = mapped_column(String(1024), unique=True)
+    customer_id: Mapped[Optional[int]] = mapped_column(
+        ForeignKey("crm_customers.id", ondelete="SET NULL"), index=True)
+    # explicit / category / domain / attendee / fuzzy / manual / none
+    match_method: Mapped[str] = mapped_column(String(20), default="none")
+    match_score: Mapped[Optional[int]]
+    summary: Mapped[str] = mapped_column(Text, default="")
+    location: Mapped[str] = mapped_column(Text, default="")
+    start: Mapped[Optional[dt.datetime]] = mapped_column(DateTime(timezone=True), index=True)
+    end: Mapped[Optional[dt.datetime]] = mapped_column(DateTime(timezone=True))
+    status: Mapped[str] = mapped_column(String(20), default="confirmed")
+    recurring: Mapped[bool] = mapped_column(Boolean, default=False)
+    deleted_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[timestamp] = mapped_column(default=utcnow)
+    updated_at: Mapped[timestamp] = mapped_column(default=utcnow)
+
+
+class VisitPlacement(Base):
+    """Where a visit's event lives: one row per rep's calendar holding the UID."""
+
+    __tablename__ = "crm_visit_placements"
+    __table_args__ = (UniqueConstraint("collection_path", "href"),)
+
+    id: Mapped[intpk]
+    visit_id: Mapped[int] = mapped_column(ForeignKey("crm_visits.id", ondelete="CASCADE"),
+                                          index=True)
+    collection_path: Mapped[path_str]
+    href: Mapped[path_str]
+    rep: Mapped[name_str] = mapped_column(index=True)
+
+
+class VisitOccurrence(Base):
+    """Every occurrence of a visit up to the recurrence horizon (one row if not recurring)."""
+
+    __tablename__ = "crm_visit_occurrences"
+    __table_args__ = (Index("ix_crm_visit_occurrences_start", "start"),)
+
+    id: Mapped[intpk]
+    visit_id: Mapped[int] = mapped_column(ForeignKey("crm_visits.id", ondelete="CASCADE"),
+                                          index=True)
+    start: Mapped[timestamp]
+    end: Mapped[timestamp]
+    recurrence_id: Mapped[Optional[str]] = mapped_column(String(40))
+    status: Mapped[str] = mapped_column(String(20), default="confirmed")
+
+
+class VisitAttendance(Base):
+    __tablename__ = "crm_visit_attendance"
+    __table_args__ = (UniqueConstraint("visit_id", "contact_id"),)
+
+    id: Mapped[intpk]
+    visit_id: Mapped[int] = mapped_column(ForeignKey("crm_visits.id", ondelete="CASCADE"))
+    contact_id: Mapped[int] = mapped_column(ForeignKey("crm_contacts.id", ondelete="CASCADE"),
+                                            index=True)
+    partstat: Mapped[str] = mapped_column(String(20), default="NEEDS-ACTION")
+    role: Mapped[str] = mapped_column(String(20), default="REQ-PARTICIPANT")
+
+
+class ContactCard(Base):
+    """Where a contact's generated vCard is published (a read-only CRM address book)."""
+
+    __tablename__ = "crm_contact_cards"
+    __table_args__ = (UniqueConstraint("contact_id", "collection_id"),)
+
+    id: Mapped[intpk]
+    contact_id: Mapped[int] = mapped_column(ForeignKey("crm_contacts.id", ondelete="CASCADE"))
+    collection_id: Mapped[int] = mapped_column(
+        ForeignKey("dav_collections.id", ondelete="CASCADE"), index=True)

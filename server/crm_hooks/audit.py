@@ -48,7 +48,7 @@ class AuditHooks:
                      client=_client(), before=before, after=after, summary=summary)
 
     def item_written(self, session, collection: CollectionState, new: StoredItem,
-                     old: Optional[StoredItem], actor: Optional[str]) -> None:
+                     old: Optional[StoredItem], actor: Optional[str], parsed=None) -> None:
         obj = f"/{collection.path}/{new.href}"
         if old is None:
             summary = f"created {_kind(new)} {new.uid}"
@@ -75,7 +75,8 @@ class AuditHooks:
                          _digest(new), f"moved here from {src}")
 
     def collection_created(self, session, collection: CollectionState,
-                           replaced: list[StoredItem], actor: Optional[str]) -> None:
+                           replaced: list[StoredItem], actor: Optional[str],
+                           created=()) -> None:
         tag = collection.tag or "folder"
         if replaced:
             action, summary = "collection.replace", (f"replaced {tag}, {len(replaced)} "

@@ -98,7 +98,8 @@ class Collection(storage.BaseCollection):
         with self._storage.writing() as session:
             stored, old = self._storage.translate(
                 lambda: dav.put_item(session, self._state.id, data))
-            self._storage.hooks.item_written(session, self._state, stored, old, actor)
+            self._storage.hooks.item_written(session, self._state, stored, old, actor,
+                                             item.vobject_item)
         self._state = self._state.advanced(stored.revision, stored.modified_at)
         return self._item(stored), self._item(old) if old else None
 

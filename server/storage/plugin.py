@@ -22,8 +22,11 @@ from server import request_context
 from server.crm import dav, db
 from server.crm.dav import CollectionState
 from server.crm.errors import AlreadyExists, CrmError, NotFound
-from server.crm_hooks import WriteHooks
+from server.crm.settings import OPTIONS as CRM_OPTIONS
+from server.crm.settings import CrmSettings
+from server.crm_hooks import Hooks, WriteHooks
 from server.crm_hooks.audit import AuditHooks
+from server.crm_hooks.crm import CrmHooks
 from server.storage import mapping
 from server.storage.collection import Collection
 
@@ -36,6 +39,8 @@ PLUGIN_CONFIG_SCHEMA = {"storage": {
                        "sqlite:///var/radicale-crm.db)"},
     "db_pool_size": {"value": "5", "type": int,
                      "help": "connections kept open per server process (PostgreSQL)"},
+    **{name: {"value": default, "type": str, "help": help_}
+       for name, (default, help_) in CRM_OPTIONS.items()},
 }}
 
 _ROOT = CollectionState(id=0, path="", tag="", props={}, sync_key="root", revision=0,
@@ -55,7 +60,9 @@ class Storage(storage.BaseStorage):
         url = db.url_from_config(self.configuration)
         engine = db.shared_engine(url, self.configuration.get("storage", "db_pool_size"))
         self.uow = db.UnitOfWork(engine)
-        self.hooks: WriteHooks = AuditHooks()
+        self.settings = CrmSettings.from_options(
+            lambda name: self.configuration.get("storage", name))
+        self.hooks: WriteHooks = Hooks(AuditHooks(), CrmHooks(self.settings))
         self._max_sync_age = dt.timedelta(
             seconds=self.configuration.get("storage", "max_sync_token_age"))
         logger.info("Storage: %s", engine.url.render_as_string(hide_password=True))
@@ -191,13 +198,15 @@ class Storage(storage.BaseStorage):
         with self.writing() as session:
             state, old_items = self.translate(
                 lambda: dav.create_collection(session, sane, props, actor, replace=replace))
-            new_hrefs: list[str] = []
+            batch: list[dav.ItemData] = []
             if props.get("tag") and items is not None:
                 batch = self._import_batch(state, items)
                 self.translate(lambda: dav.put_items(session, state.id, batch))
-                new_hrefs = [data.href for data in batch]
             state = dav.get_collection(session, sane) or state
-            self.hooks.collection_created(session, state, old_items, actor)
+            created = [dav.StoredItem(**data.__dict__, revision=state.revision)
+                       for data in batch]
+            self.hooks.collection_created(session, state, old_items, actor, created)
+        new_hrefs = [data.href for data in batch]
         collection = Collection(self, state)
         replaced = {old.href: mapping.to_radicale(old, collection) for old in old_items}
         return collection, replaced, new_hrefs

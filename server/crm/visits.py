@@ -1,0 +1,267 @@
+"""Visits: one per event UID, placed in every rep's calendar that holds it, with its
+occurrences and attendance. A visit with no placement left is in the trash
+(``deleted_at``); the same UID coming back restores it."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+from sqlalchemy import delete, func, insert, or_, select, update
+from sqlalchemy.orm import Session
+
+from server.crm.customers import Match
+from server.crm.errors import InvalidInput, NotFound
+from server.crm.events import EventFacts
+from server.crm.models import (Customer, Visit, VisitAttendance, VisitOccurrence,
+                               VisitPlacement, utcnow)
+
+
+@dataclass(frozen=True)
+class Attendance:
+    contact_id: int
+    partstat: str
+    role: str
+
+
+@dataclass(frozen=True)
+class Outcome:
+    visit_id: int
+    action: str                 # create / update / restore / unchanged
+    changed: tuple[str, ...]    # names of the visit fields that changed
+    contacts_changed: frozenset[int]
+
+
+def placement(session: Session, collection_path: str, href: str) -> Optional[VisitPlacement]:
+    return session.scalar(select(VisitPlacement).where(
+        VisitPlacement.collection_path == collection_path, VisitPlacement.href == href))
+
+
+def record(session: Session, facts: EventFacts, collection_path: str, href: str, rep: str,
+           match: Match, attendance: Sequence[Attendance]) -> Outcome:
+    """Create, update or restore the visit of ``facts.uid`` and place it here."""
+    here = placement(session, collection_path, href)
+    visit = session.scalar(select(Visit).where(Visit.uid == facts.uid))
+    if here is not None and (visit is None or here.visit_id != visit.id):
+        unplace(session, collection_path, href)   # the href now holds another UID
+        here = None
+    action = "update"
+    if visit is None:
+        visit = Visit(uid=facts.uid, created_at=utcnow())
+        session.add(visit)
+        action = "create"
+    elif visit.deleted_at is not None:
+        visit.deleted_at = None
+        action = "restore"
+    changed = _apply(visit, facts, match)
+    session.flush()
+    if here is None:
+        session.add(VisitPlacement(visit_id=visit.id, collection_path=collection_path,
+                                   href=href, rep=rep))
+        if action == "update":
+            changed.append("reps")
+    elif here.rep != rep:
+        here.rep = rep
+        changed.append("reps")
+    if _set_occurrences(session, visit.id, facts):
+        changed.append("occurrences")
+    contacts_changed = _set_attendance(session, visit.id, attendance)
+    if contacts_changed:
+        changed.append("attendees")
+    if action == "update" and not changed:
+        action = "unchanged"
+    elif changed:
+        visit.updated_at = utcnow()
+    session.flush()
+    return Outcome(visit.id, action, tuple(changed), frozenset(contacts_changed))
+
+
+_FIELDS = ("summary", "location", "start", "end", "status", "recurring")
+
+
+def _apply(visit: Visit, facts: EventFacts, match: Match) -> list[str]:
+    wanted = dict(summary=facts.summary[:4000], location=facts.location[:4000],
+                  start=facts.start, end=facts.end, status=facts.status,
+                  recurring=facts.recurring)
+    # A tag set by hand stays unless the event itself names a customer.
+    if visit.match_method != "manual" or match.method in ("explicit", "category"):
+        wanted.update(customer_id=match.customer_id, match_method=match.method,
+                      match_score=match.score)
+    changed = []
+    for name, value in wanted.items():
+        current = getattr(visit, name)
+        if isinstance(current, dt.datetime) and current.tzinfo is None:
+            current = current.replace(tzinfo=dt.timezone.utc)
+        if current != value:
+            setattr(visit, name, value)
+            changed.append(name)
+    return changed
+
+
+def _set_occurrences(session: Session, visit_id: int, facts: EventFacts) -> bool:
+    rows = session.execute(select(VisitOccurrence.start, VisitOccurrence.end,
+                                  VisitOccurrence.recurrence_id, VisitOccurrence.status)
+                           .where(VisitOccurrence.visit_id == visit_id)
+                           .order_by(VisitOccurrence.start, VisitOccurrence.id)).all()
+    current = [(_aware(r.start), _aware(r.end), r.recurrence_id, r.status) for r in rows]
+    wanted = [(o.start, o.end, o.recurrence_id, o.status) for o in facts.occurrences]
+    if current == wanted:
+        return False
+    session.execute(delete(VisitOccurrence).where(VisitOccurrence.visit_id == visit_id))
+    if wanted:
+        session.execute(insert(VisitOccurrence), [dict(
+            visit_id=visit_id, start=s, end=e, recurrence_id=r, status=st)
+            for s, e, r, st in wanted])
+    return True
+
+
+def _set_attendance(session: Session, visit_id: int, attendance: Sequence[Attendance]
+                    ) -> set[int]:
+    current = {r.contact_id: (r.partstat, r.role) for r in session.execute(
+        select(VisitAttendance.contact_id, VisitAttendance.partstat, VisitAttendance.role)
+        .where(VisitAttendance.visit_id == visit_id))}
+    wanted = {a.contact_id: (a.partstat, a.role) for a in attendance}
+    gone = set(current) - set(wanted)
+    if gone:
+        session.execute(delete(VisitAttendance).where(VisitAttendance.visit_id == visit_id,
+                                                      VisitAttendance.contact_id.in_(gone)))
+    new = [c for c in wanted if c not in current]
+    if new:
+        session.execute(insert(VisitAttendance), [dict(
+            visit_id=visit_id, contact_id=c, partstat=wanted[c][0], role=wanted[c][1])
+            for c in new])
+    for contact_id in set(wanted) & set(current):
+        if wanted[contact_id] != current[contact_id]:
+            session.execute(update(VisitAttendance).where(
+                VisitAttendance.visit_id == visit_id, VisitAttendance.contact_id == contact_id)
+                .values(partstat=wanted[contact_id][0], role=wanted[contact_id][1]))
+    return gone | set(new)
+
+
+def unplace(session: Session, collection_path: str, href: str) -> Optional[tuple[int, bool]]:
+    """The event left this calendar. Returns (visit id, whether it went to the trash) or
+    None if no visit was placed here."""
+    here = placement(session, collection_path, href)
+    if here is None:
+        return None
+    visit_id = here.visit_id
+    session.delete(here)
+    session.flush()
+    left = session.scalar(select(func.count()).select_from(VisitPlacement)
+                          .where(VisitPlacement.visit_id == visit_id))
+    if left:
+        return visit_id, False
+    session.execute(update(Visit).where(Visit.id == visit_id).values(deleted_at=utcnow()))
+    return visit_id, True
+
+
+def move(session: Session, old_path: str, old_href: str, new_path: str, new_href: str,
+         rep: str) -> Optional[int]:
+    """Follow the event to another href or calendar (possibly another rep's)."""
+    here = placement(session, old_path, old_href)
+    if here is None:
+        return None
+    clash = placement(session, new_path, new_href)
+    if clash is not None and clash.id != here.id:
+        unplace(session, new_path, new_href)
+    here.collection_path, here.href, here.rep = new_path, new_href, rep
+    session.flush()
+    return here.visit_id
+
+
+def placements_below(session: Session, path: str) -> list[tuple[str, str]]:
+    """(collection path, href) of every visit placed in ``path`` or below it."""
+    return [(p, h) for p, h in session.execute(select(
+        VisitPlacement.collection_path, VisitPlacement.href).where(or_(
+            VisitPlacement.collection_path == path,
+            VisitPlacement.collection_path.startswith(path + "/", autoescape=True))))]
+
+
+def attendees(session: Session, visit_id: int) -> list[int]:
+    return list(session.scalars(select(VisitAttendance.contact_id)
+                                .where(VisitAttendance.visit_id == visit_id)))
+
+
+# --- reports and operator commands -------------------------------------------------------
+
+@dataclass(frozen=True)
+class VisitRow:
+    id: int
+    uid: str
+    summary: str
+    start: Optional[str]
+    status: str
+    customer: Optional[str]
+    match_method: str
+    match_score: Optional[int]
+    reps: str
+    occurrences: int
+    deleted: bool
+
+
+def listing(session: Session, rep: Optional[str] = None, customer_id: Optional[int] = None,
+            since: Optional[dt.datetime] = None, until: Optional[dt.datetime] = None,
+            untagged: bool = False, deleted: bool = False, limit: int = 1000) -> list[VisitRow]:
+    """Visits (not trashed unless ``deleted``), with the number of occurrences falling in
+    [since, until): a recurring visit counts every occurrence."""
+    occurrences = select(VisitOccurrence.visit_id, func.count().label("n")) \
+        .group_by(VisitOccurrence.visit_id)
+    if since:
+        occurrences = occurrences.where(VisitOccurrence.start >= since)
+    if until:
+        occurrences = occurrences.where(VisitOccurrence.start < until)
+    occ = occurrences.subquery()
+    stmt = (select(Visit, Customer.name, func.coalesce(occ.c.n, 0))
+            .outerjoin(Customer, Customer.id == Visit.customer_id)
+            .outerjoin(occ, occ.c.visit_id == Visit.id)
+            .where(Visit.deleted_at.is_not(None) if deleted else Visit.deleted_at.is_(None))
+            .order_by(Visit.start, Visit.id))
+    if since or until:
+        stmt = stmt.where(occ.c.n > 0)
+    if rep:
+        stmt = stmt.where(Visit.id.in_(select(VisitPlacement.visit_id)
+                                       .where(VisitPlacement.rep == rep)))
+    if customer_id is not None:
+        stmt = stmt.where(Visit.customer_id == customer_id)
+    if untagged:
+        stmt = stmt.where(Visit.customer_id.is_(None))
+    rows = session.execute(stmt.limit(limit)).all()
+    reps = _reps(session, [v.id for v, _, _ in rows])
+    return [VisitRow(v.id, v.uid, v.summary, _aware(v.start).isoformat() if v.start else None,
+                     v.status, name, v.match_method, v.match_score,
+                     ",".join(sorted(reps.get(v.id, ()))), n, v.deleted_at is not None)
+            for v, name, n in rows]
+
+
+def _reps(session: Session, ids: list[int]) -> dict[int, set[str]]:
+    out: dict[int, set[str]] = {}
+    if ids:
+        for visit_id, rep in session.execute(select(VisitPlacement.visit_id, VisitPlacement.rep)
+                                             .where(VisitPlacement.visit_id.in_(ids))):
+            out.setdefault(visit_id, set()).add(rep)
+    return out
+
+
+def find(session: Session, ref: str) -> Visit:
+    """By id or UID."""
+    text = str(ref).strip()
+    found = session.get(Visit, int(text)) if text.isdigit() else None
+    found = found or session.scalar(select(Visit).where(Visit.uid == text))
+    if found is None:
+        raise NotFound("visit", text)
+    return found
+
+
+def tag(session: Session, visit: Visit, customer_id: int) -> None:
+    if visit.deleted_at is not None:
+        raise InvalidInput(f"visit {visit.id} is in the trash")
+    visit.customer_id, visit.match_method, visit.match_score = customer_id, "manual", 100
+    visit.updated_at = utcnow()
+    session.flush()
+
+
+def _aware(value: Optional[dt.datetime]) -> Optional[dt.datetime]:
+    if value is None:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)

@@ -1,0 +1,57 @@
+"""CRM ingestion as storage hooks: adapts ``WriteHooks`` calls to ``server.crm.ingest``."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from server import request_context
+from server.crm.dav import CollectionState, StoredItem
+from server.crm.ingest import Ingestion
+from server.crm.settings import CrmSettings
+
+
+def _client() -> Optional[str]:
+    context = request_context.current()
+    return (context.remote_addr or None) if context else None
+
+
+class CrmHooks:
+    """Implements ``WriteHooks``: contacts, customer tagging and visits from calendar data."""
+
+    def __init__(self, settings: CrmSettings) -> None:
+        self.ingestion = Ingestion(settings)
+
+    def item_written(self, session, collection: CollectionState, new: StoredItem,
+                     old: Optional[StoredItem], actor: Optional[str], parsed=None) -> None:
+        if collection.tag == "VCALENDAR":
+            self.ingestion.item_written(session, collection.path, new.href, new.text, actor,
+                                        _client(), parsed)
+
+    def item_deleted(self, session, collection: CollectionState, old: StoredItem,
+                     actor: Optional[str]) -> None:
+        self.ingestion.item_removed(session, collection.path, old.href, actor, _client())
+
+    def item_moved(self, session, source: CollectionState, target: CollectionState,
+                   old: StoredItem, new: StoredItem, actor: Optional[str]) -> None:
+        if target.tag == "VCALENDAR":
+            self.ingestion.item_moved(session, source.path, old.href, target.path, new.href,
+                                      actor, _client())
+        else:
+            self.ingestion.item_removed(session, source.path, old.href, actor, _client())
+
+    def collection_created(self, session, collection: CollectionState,
+                           replaced: list[StoredItem], actor: Optional[str],
+                           created=()) -> None:
+        if "/" not in collection.path and not collection.tag:
+            self.ingestion.principal_created(session, collection.path)
+            return
+        for old in replaced:
+            self.ingestion.item_removed(session, collection.path, old.href, actor, _client())
+        if collection.tag == "VCALENDAR":
+            for item in created:
+                self.ingestion.item_written(session, collection.path, item.href, item.text,
+                                            actor, _client())
+
+    def collection_deleting(self, session, collection: CollectionState,
+                            actor: Optional[str]) -> None:
+        self.ingestion.collection_removed(session, collection.path, actor, _client())
