@@ -14,18 +14,29 @@ from sqlalchemy.orm import Session
 
 from server import config
 from server.crm import audit, db
+from server.crm.settings import CrmSettings
 
 
 class SchemaMissing(Exception):
     pass
 
 
+def _parser(config_paths: Optional[Sequence[str]]) -> configparser.RawConfigParser:
+    parser = configparser.RawConfigParser()
+    parser.read([config.DEFAULTS, *config.operator_paths(config_paths)], encoding="utf-8")
+    return parser
+
+
 def database_url(config_paths: Optional[Sequence[str]], override: Optional[str]) -> str:
     if override:
         return db.resolve_url(override)
-    parser = configparser.RawConfigParser()
-    parser.read([config.DEFAULTS, *config.operator_paths(config_paths)], encoding="utf-8")
-    return db.resolve_url(parser.get("storage", "db_url", fallback=""))
+    return db.resolve_url(_parser(config_paths).get("storage", "db_url", fallback=""))
+
+
+def settings(config_paths: Optional[Sequence[str]]) -> CrmSettings:
+    """The CRM settings the server uses (``[storage] crm_*``), from the same files."""
+    parser = _parser(config_paths)
+    return CrmSettings.from_options(lambda name: parser.get("storage", name, fallback=None))
 
 
 def engine_for(url: str) -> Engine:

@@ -9,7 +9,8 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from admin_cli import audit_commands, context, db_commands, trash_commands, user_commands
+from admin_cli import (audit_commands, contact_commands, context, customer_commands,
+                       db_commands, trash_commands, user_commands, visit_commands)
 from server.crm import db
 from server.crm.errors import CrmError
 
@@ -24,6 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
     db_commands.register(nouns)
     user_commands.register(nouns)
     audit_commands.register(nouns)
+    customer_commands.register(nouns)
+    contact_commands.register(nouns)
+    visit_commands.register(nouns)
     trash_commands.register(nouns)
     return parser
 

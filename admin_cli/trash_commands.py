@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from admin_cli.context import operator, record, unit_of_work
+from admin_cli.context import operator, record, settings, unit_of_work
 from admin_cli.output import emit
-from server.crm import trash
+from server.crm import operations, trash
+from server.crm.ingest import Ingestion
 
 
 def register(nouns) -> None:
@@ -30,6 +31,8 @@ def cmd_list(args, engine) -> int:
 def cmd_restore(args, engine) -> int:
     with unit_of_work(engine) as session:
         restored = trash.restore(session, args.id, operator())
+        # A restored event is a visit again, with its contacts, as if it had been PUT back.
+        operations.reingest(session, Ingestion(settings(args.config)), restored, operator())
         record(session, "trash.restore", f"trash:{args.id}", "restored " + ", ".join(restored))
     for obj in restored:
         print(f"restored {obj}")

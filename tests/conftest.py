@@ -142,6 +142,11 @@ def live_server(tmp_path):
         server.stop()
 
 
+CRM_TABLES = ("crm_customers", "crm_contacts", "crm_contact_emails", "crm_duplicate_candidates",
+              "crm_visits", "crm_visit_placements", "crm_visit_occurrences",
+              "crm_visit_attendance", "crm_contact_cards")
+
+
 def db_snapshot(url: str) -> dict:
     """Everything the DAV store holds, for "nothing changed" assertions."""
     engine = db.shared_engine(url)
@@ -159,6 +164,8 @@ def db_snapshot(url: str) -> dict:
             "audit": conn.execute(text("SELECT count(*) FROM audit_log")).scalar(),
             "users": conn.execute(text(
                 "SELECT username, password_hash, disabled FROM users ORDER BY username")).all(),
+            "crm": {table: conn.execute(text(f"SELECT count(*) FROM {table}")).scalar()
+                    for table in CRM_TABLES},
         }
 
 

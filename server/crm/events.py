@@ -63,8 +63,8 @@ def facts(calendar: Any, horizon: dt.datetime, max_occurrences: int) -> Optional
     events = [c for c in calendar.getChildren() if c.name == "VEVENT"]
     if not events:
         return None
-    master = next((e for e in events if not _has(e, "recurrence_id")), events[0])
-    overrides = [e for e in events if e is not master and _has(e, "recurrence_id")]
+    master = next((e for e in events if not _has(e, "recurrence-id")), events[0])
+    overrides = [e for e in events if e is not master and _has(e, "recurrence-id")]
     people: dict[str, Person] = {}
     for event in [master, *overrides]:
         for line in event.contents.get("attendee", []):
@@ -81,7 +81,7 @@ def facts(calendar: Any, horizon: dt.datetime, max_occurrences: int) -> Optional
     return EventFacts(
         uid=_text(master, "uid"), summary=_text(master, "summary"),
         location=_text(master, "location"), klass=klass, status=_status(master),
-        categories=tuple(_categories(events)), customer_hint=_text(master, "x_crm_customer") or None,
+        categories=tuple(_categories(events)), customer_hint=_text(master, "x-crm-customer") or None,
         organizer=organizer, attendees=tuple(people.values()), start=start, end=end,
         recurring=recurring, occurrences=occurrences)
 

@@ -1,0 +1,478 @@
+"""Every visit becomes CRM data: events as Apple Calendar, Thunderbird and Outlook write them,
+PUT over the real WSGI application, and what the CRM made of them read back through
+``crm-admin`` (the operators' view) and the database."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from sqlalchemy import select, text
+from sqlalchemy.orm import Session
+
+from admin_cli.main import main
+from conftest import CRM_TABLES
+from davclient import Dav, make_configuration
+from ical import crlf, event
+from server.app import CrmApplication
+from server.crm import db
+from server.crm.models import Visit, VisitOccurrence
+
+INTERNAL = "ourco.example"
+
+
+@pytest.fixture
+def crm(db_url, make_user):
+    """Two reps (alice, bob) of ourco.example on one server, and the CLI on its database.
+
+    SQLite gives every test a fresh database; PostgreSQL's is shared by the session, so the
+    CRM tables are emptied first (these tests own them)."""
+    if not db.is_sqlite(db_url):
+        with db.shared_engine(db_url).begin() as conn:
+            conn.execute(text("TRUNCATE " + ", ".join(CRM_TABLES) + " CASCADE"))
+    app = CrmApplication(make_configuration(db_url, storage={
+        "crm_internal_domains": INTERNAL}))
+    reps = []
+    for _ in range(2):
+        name, password = make_user()
+        client = Dav(app, name, password)
+        assert client.propfind(f"/{name}/").status == 207
+        reps.append(client)
+    return Crm(db_url, *reps)
+
+
+class Crm:
+    def __init__(self, url: str, alice: Dav, bob: Dav) -> None:
+        self.url, self.alice, self.bob = url, alice, bob
+
+    def cli(self, *argv: str, expect: int = 0):
+        import contextlib
+        import io
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(["--db-url", self.url, *argv])
+        assert code == expect, (argv, code, out.getvalue(), err.getvalue())
+        return json.loads(out.getvalue()) if "--json" in argv else out.getvalue() + err.getvalue()
+
+    def visits(self, *args: str) -> list[dict]:
+        return self.cli("visit", "list", *args, "--json")
+
+    def visit(self, uid: str, *args: str) -> dict:
+        [found] = [v for v in self.visits(*args) if v["uid"] == uid]
+        return found
+
+    def contacts(self, *args: str) -> list[dict]:
+        return self.cli("contact", "list", *args, "--json")
+
+    def contact(self, email: str) -> dict:
+        return self.cli("contact", "show", email, "--json")[0]
+
+    def customer(self, name: str, *args: str) -> int:
+        out = self.cli("customer", "add", name, *args)
+        return int(out.split("(id ")[1].split(")")[0])
+
+    def put(self, rep: Dav, name: str, text: str, status: int = 201) -> None:
+        reply = rep.put(f"/{rep.user}/calendar/{name}", text)
+        assert reply.status == status, (reply.status, reply.text)
+
+
+# --- events as clients write them --------------------------------------------------------
+
+def apple(uid: str, summary: str, attendees: list[tuple[str, str]], organizer: str,
+          extra: str = "") -> str:
+    """Apple Calendar: quoted CN, EMAIL parameter, structured location."""
+    people = "".join(
+        f'ATTENDEE;CN="{cn}";CUTYPE=INDIVIDUAL;EMAIL={mail};PARTSTAT=NEEDS-ACTION;'
+        f"ROLE=REQ-PARTICIPANT;RSVP=TRUE:mailto:{mail}\n" for cn, mail in attendees)
+    return crlf(f"""BEGIN:VCALENDAR
+VERSION:2.0
+PRODID:-//Apple Inc.//macOS 14.5//EN
+CALSCALE:GREGORIAN
+BEGIN:VTIMEZONE
+TZID:Europe/Bratislava
+BEGIN:STANDARD
+TZOFFSETFROM:+0200
+TZOFFSETTO:+0100
+DTSTART:19961027T030000
+RRULE:FREQ=YEARLY;BYMONTH=10;BYDAY=-1SU
+TZNAME:CET
+END:STANDARD
+BEGIN:DAYLIGHT
+TZOFFSETFROM:+0100
+TZOFFSETTO:+0200
+DTSTART:19810329T020000
+RRULE:FREQ=YEARLY;BYMONTH=3;BYDAY=-1SU
+TZNAME:CEST
+END:DAYLIGHT
+END:VTIMEZONE
+BEGIN:VEVENT
+UID:{uid}
+DTSTAMP:20261101T080000Z
+CREATED:20261101T080000Z
+DTSTART;TZID=Europe/Bratislava:20261203T100000
+DTEND;TZID=Europe/Bratislava:20261203T113000
+SUMMARY:{summary}
+LOCATION:Hodžovo námestie 3\\nBratislava
+X-APPLE-STRUCTURED-LOCATION;VALUE=URI;X-TITLE="Hodžovo námestie 3":geo:48.1486,17.1077
+ORGANIZER;CN="Rep";EMAIL={organizer}:mailto:{organizer}
+{people}{extra}SEQUENCE:0
+END:VEVENT
+END:VCALENDAR""".replace("\n\n", "\n"))
+
+
+def thunderbird(uid: str, summary: str, attendees: list[tuple[str, str]], organizer: str,
+                extra: str = "", start: str = "20261204T020000Z") -> str:
+    people = "".join(f"ATTENDEE;RSVP=TRUE;PARTSTAT=NEEDS-ACTION;ROLE=REQ-PARTICIPANT;"
+                     f"CN={cn}:mailto:{mail}\n" for cn, mail in attendees)
+    return crlf(f"""BEGIN:VCALENDAR
+PRODID:-//Mozilla.org/NONSGML Mozilla Calendar V1.1//EN
+VERSION:2.0
+BEGIN:VEVENT
+CREATED:20261101T090000Z
+LAST-MODIFIED:20261101T090000Z
+DTSTAMP:20261101T090000Z
+UID:{uid}
+SUMMARY:{summary}
+ORGANIZER;CN=Rep:mailto:{organizer}
+{people}DTSTART:{start}
+DTEND:20261204T040000Z
+TRANSP:OPAQUE
+X-MOZ-GENERATION:1
+{extra}END:VEVENT
+END:VCALENDAR""".replace("\n\n", "\n"))
+
+
+def outlook(uid: str, summary: str, attendees: list[tuple[str, str]], organizer: str,
+            extra: str = "") -> str:
+    people = "".join(f'ATTENDEE;CN="{cn}";RSVP=TRUE:mailto:{mail}\n' for cn, mail in attendees)
+    return crlf(f"""BEGIN:VCALENDAR
+PRODID:-//Microsoft Corporation//Outlook 16.0 MIMEDIR//EN
+VERSION:2.0
+METHOD:REQUEST
+X-MS-OLK-FORCEINSPECTOROPEN:TRUE
+BEGIN:VEVENT
+{people}CLASS:PUBLIC
+CREATED:20261101T100000Z
+DESCRIPTION:Agenda: pricing\\n
+DTEND:20261205T150000Z
+DTSTAMP:20261101T100000Z
+DTSTART:20261205T140000Z
+LAST-MODIFIED:20261101T100000Z
+LOCATION:Their office
+ORGANIZER;CN="Rep":mailto:{organizer}
+PRIORITY:5
+SEQUENCE:0
+SUMMARY;LANGUAGE=en-us:{summary}
+TRANSP:OPAQUE
+UID:{uid}
+X-MICROSOFT-CDO-BUSYSTATUS:BUSY
+X-MICROSOFT-CDO-IMPORTANCE:1
+{extra}END:VEVENT
+END:VCALENDAR""".replace("\n\n", "\n"))
+
+
+def me(rep: Dav) -> str:
+    return f"{rep.user}@{INTERNAL}"
+
+
+# --- customer matching -------------------------------------------------------------------
+
+def test_apple_slovak_attendee_matched_by_domain(crm):
+    crm.customer("Tatra banka, a.s.", "--domain", "tatrabanka.sk", "--owner", crm.alice.user)
+    crm.put(crm.alice, "a.ics", apple("apple-1", "Stretnutie", [("Ján Novák",
+                                                                 "Jan.Novak@TatraBanka.sk")],
+                                      me(crm.alice)))
+    visit = crm.visit("apple-1")
+    assert (visit["customer"], visit["match_method"], visit["match_score"]) == \
+        ("Tatra banka, a.s.", "domain", 100)
+    assert visit["reps"] == crm.alice.user and visit["occurrences"] == 1
+    assert visit["start"] == "2026-12-03T09:00:00+00:00"   # 10:00 in Bratislava, CET
+    contact = crm.contact("jan.novak@tatrabanka.sk")
+    assert (contact["name"], contact["source"], contact["visits"]) == ("Ján Novák", "attendee", 1)
+    [row] = crm.contacts("--customer", "Tatra banka")
+    assert row["emails"] == ["jan.novak@tatrabanka.sk"]
+    # The organizer is the rep (internal domain): never a contact.
+    assert all(me(crm.alice) not in c["emails"] for c in crm.contacts())
+
+
+def test_thunderbird_chinese_company_by_domain_and_fuzzy_summary(crm):
+    crm.customer("华为技术有限公司", "--domain", "huawei.com")
+    crm.put(crm.alice, "t1.ics", thunderbird("tb-1", "季度回顾", [("王小明", "wang.xm@huawei.com")],
+                                             me(crm.alice)))
+    assert crm.visit("tb-1")["match_method"] == "domain"
+    assert crm.contact("wang.xm@huawei.com")["name"] == "王小明"
+    # A free-mail attendee says nothing about the company; the summary names it.
+    crm.put(crm.alice, "t2.ics", thunderbird("tb-2", "拜访华为技术 深圳", [("李娜", "lina@qq.com")],
+                                             me(crm.alice)))
+    visit = crm.visit("tb-2")
+    assert (visit["customer"], visit["match_method"]) == ("华为技术有限公司", "fuzzy")
+    assert visit["match_score"] >= 80
+    # ... but the qq.com contact is not attached to the customer: it is a suggestion.
+    assert crm.contact("lina@qq.com")["customer_id"] is None
+
+
+def test_outlook_legal_form_variants_fuzzy(crm):
+    crm.customer("ACME Corporation")
+    crm.customer("Globex GmbH")
+    crm.put(crm.bob, "o.ics", outlook("ol-1", "Quarterly review - Acme Corp.",
+                                      [("Smith, John", "john.smith@gmail.com")], me(crm.bob)))
+    visit = crm.visit("ol-1")
+    assert (visit["customer"], visit["match_method"], visit["match_score"]) == \
+        ("ACME Corporation", "fuzzy", 100)
+    assert crm.contact("john.smith@gmail.com")["name"] == "Smith, John"
+
+
+def test_explicit_property_and_category_win(crm):
+    crm.customer("ŠKODA AUTO a.s.", "--domain", "skoda-auto.cz")
+    crm.customer("Slovnaft, a.s.", "--short-name", "SLN")
+    # X-CRM-CUSTOMER beats the attendee's domain.
+    crm.put(crm.alice, "x.ics", apple("x-1", "Jednanie", [("Petr Dvořák", "petr@skoda-auto.cz")],
+                                      me(crm.alice), extra="X-CRM-CUSTOMER:Slovnaft\n"))
+    assert (crm.visit("x-1")["customer"], crm.visit("x-1")["match_method"]) == \
+        ("Slovnaft, a.s.", "explicit")
+    crm.put(crm.alice, "c.ics", thunderbird("c-1", "Follow-up", [("Eva", "eva@gmail.com")],
+                                            me(crm.alice), extra="CATEGORIES:Business,SLN\n"))
+    assert (crm.visit("c-1")["customer"], crm.visit("c-1")["match_method"]) == \
+        ("Slovnaft, a.s.", "category")
+
+
+def test_known_attendee_customer_and_ambiguous_text_stays_untagged(crm):
+    crm.customer("Novak Consulting")
+    crm.customer("Novak Engineering")
+    crm.put(crm.alice, "1.ics", thunderbird("k-1", "Coffee", [("Mia Lee", "mia@gmail.com")],
+                                            me(crm.alice)))
+    assert crm.visit("k-1")["match_method"] == "none"
+    assert crm.visits("--untagged")[0]["uid"] == "k-1"
+    crm.cli("contact", "accept", "mia@gmail.com", "--customer", "Novak Engineering")
+    crm.put(crm.alice, "2.ics", thunderbird("k-2", "Lunch", [("Mia Lee", "mia@gmail.com")],
+                                            me(crm.alice)))
+    visit = crm.visit("k-2")
+    assert (visit["customer"], visit["match_method"], visit["match_score"]) == \
+        ("Novak Engineering", "attendee", 100)
+    crm.put(crm.alice, "3.ics", thunderbird("k-3", "Novak Consulting and Novak Engineering",
+                                            [("Al", "al@yahoo.com")], me(crm.alice)))
+    assert crm.visit("k-3")["customer"] is None
+    # An operator tags it by hand; a later edit of the event keeps the hand-made tag.
+    crm.cli("visit", "tag", "k-3", "Novak Consulting")
+    crm.put(crm.alice, "3.ics", thunderbird("k-3", "Novak Consulting and Novak Engineering!",
+                                            [("Al", "al@yahoo.com")], me(crm.alice)), 204)
+    assert (crm.visit("k-3")["customer"], crm.visit("k-3")["match_method"]) == \
+        ("Novak Consulting", "manual")
+
+
+# --- what is not a visit -------------------------------------------------------------------
+
+def test_internal_private_and_attendee_less_events_are_not_visits(crm, db_url):
+    users_email(db_url, crm.bob.user, "bob.private@elsewhere.example")
+    crm.put(crm.alice, "i.ics", outlook("int-1", "Team sync", [
+        ("Colleague", f"someone@sales.{INTERNAL}"),               # internal subdomain
+        ("Bob", "bob.private@elsewhere.example")], me(crm.alice)))  # a user's address
+    crm.put(crm.alice, "p.ics", apple("priv-1", "Doctor", [("Dr. House", "house@clinic.example")],
+                                      me(crm.alice), extra="CLASS:PRIVATE\n"))
+    crm.put(crm.alice, "n.ics", event("plain-1", summary="Gym"))
+    crm.put(crm.alice, "r.ics", outlook("room-1", "Booked room", [("Room 1", "room1@rooms.example")],
+                                        me(crm.alice), extra="").replace(
+        'ATTENDEE;CN="Room 1"', 'ATTENDEE;CUTYPE=ROOM;CN="Room 1"'))
+    assert crm.visits() == [] and crm.contacts() == []
+    # An event that becomes private stops being a visit (to the trash).
+    crm.put(crm.alice, "v.ics", apple("v-1", "Visit", [("Jo", "jo@client.example")], me(crm.alice)))
+    assert len(crm.visits()) == 1
+    crm.put(crm.alice, "v.ics", apple("v-1", "Visit", [("Jo", "jo@client.example")], me(crm.alice),
+                                      extra="CLASS:PRIVATE\n"), 204)
+    assert crm.visits() == [] and [v["uid"] for v in crm.visits("--deleted")] == ["v-1"]
+
+
+def users_email(url: str, username: str, email: str) -> None:
+    from server.crm.models import User
+    with Session(db.shared_engine(url)) as session, session.begin():
+        session.scalar(select(User).where(User.username == username)).email = email
+
+
+def test_cancelled_and_rescheduled(crm):
+    crm.put(crm.alice, "e.ics", thunderbird("r-1", "Demo", [("Zoe", "zoe@client.example")],
+                                            me(crm.alice)))
+    crm.put(crm.alice, "e.ics", thunderbird("r-1", "Demo", [("Zoe", "zoe@client.example")],
+                                            me(crm.alice), start="20261204T030000Z"), 204)
+    assert crm.visit("r-1")["start"] == "2026-12-04T03:00:00+00:00"
+    crm.put(crm.alice, "e.ics", thunderbird("r-1", "Demo", [("Zoe", "zoe@client.example")],
+                                            me(crm.alice), extra="STATUS:CANCELLED\n"), 204)
+    assert crm.visit("r-1")["status"] == "cancelled"
+
+
+# --- recurrence ----------------------------------------------------------------------------
+
+RECURRING = """BEGIN:VCALENDAR
+VERSION:2.0
+PRODID:-//Apple Inc.//macOS 14.5//EN
+BEGIN:VEVENT
+UID:series-1
+DTSTAMP:20261101T080000Z
+DTSTART:20270104T090000Z
+DTEND:20270104T100000Z
+RRULE:FREQ=WEEKLY;COUNT=10
+EXDATE:20270118T090000Z
+SUMMARY:Weekly check-in
+ATTENDEE;CN=Kim:mailto:kim@client.example
+END:VEVENT
+BEGIN:VEVENT
+UID:series-1
+DTSTAMP:20261101T080000Z
+RECURRENCE-ID:20270125T090000Z
+DTSTART:20270126T150000Z
+DTEND:20270126T160000Z
+SUMMARY:Weekly check-in (moved)
+ATTENDEE;CN=Kim:mailto:kim@client.example
+ATTENDEE;CN=Lee:mailto:lee@client.example
+END:VEVENT
+BEGIN:VEVENT
+UID:series-1
+DTSTAMP:20261101T080000Z
+RECURRENCE-ID:20270201T090000Z
+DTSTART:20270201T090000Z
+DTEND:20270201T100000Z
+STATUS:CANCELLED
+SUMMARY:Weekly check-in
+END:VEVENT
+END:VCALENDAR"""
+
+
+def test_recurring_visit_counts_every_occurrence(crm, db_url):
+    crm.put(crm.alice, "s.ics", crlf(RECURRING))
+    visit = crm.visit("series-1")
+    assert visit["occurrences"] == 9                # 10 minus one EXDATE
+    # Reports over a period count the occurrences in it, the moved one at its new time.
+    january = crm.visit("series-1", "--since", "2027-01-01", "--until", "2027-02-01")
+    assert january["occurrences"] == 3              # 4, 11, (18 excluded), 25 moved to 26
+    assert crm.visits("--since", "2027-03-09") == []
+    with Session(db.shared_engine(db_url)) as session:
+        visit_id = session.scalar(select(Visit.id).where(Visit.uid == "series-1"))
+        rows = session.execute(select(VisitOccurrence.start, VisitOccurrence.status)
+                               .where(VisitOccurrence.visit_id == visit_id)
+                               .order_by(VisitOccurrence.start)).all()
+    moments = [(r.start.strftime("%m-%d %H"), r.status) for r in rows]
+    assert ("01-26 15", "confirmed") in moments and ("01-25 09", "confirmed") not in moments
+    assert ("02-01 09", "cancelled") in moments
+    assert not any(m.startswith("01-18") for m, _ in moments)
+    # Attendees of overrides count too.
+    assert crm.contact("lee@client.example")["visits"] == 1
+
+
+def test_endless_series_is_bounded_by_the_horizon(db_url, make_user):
+    app = CrmApplication(make_configuration(db_url, storage={
+        "crm_recurrence_horizon_days": "30"}))
+    name, password = make_user()
+    rep = Dav(app, name, password)
+    text = event("daily", start="20261101T090000Z", end="20261101T093000Z",
+                 extra="RRULE:FREQ=DAILY\nATTENDEE:mailto:x@client.example\n")
+    assert rep.put(f"/{name}/calendar/d.ics", text).status == 201
+    with Session(db.shared_engine(db_url)) as session:
+        count = len(session.scalars(select(VisitOccurrence.id).join(
+            Visit, Visit.id == VisitOccurrence.visit_id).where(Visit.uid == "daily")).all())
+    assert 30 <= count <= 62   # from 1 Nov up to 30 days after today (never unbounded)
+
+
+# --- the visit follows the event -------------------------------------------------------------
+
+def test_move_delete_restore_and_shared_uid(crm):
+    text = apple("m-1", "Visit", [("Ola", "ola@client.example")], me(crm.alice))
+    crm.put(crm.alice, "m.ics", text)
+    first = crm.visit("m-1")
+    # The same invitation in bob's calendar: one visit, two reps.
+    crm.put(crm.bob, "m.ics", text)
+    assert crm.visit("m-1")["reps"] == ",".join(sorted([crm.alice.user, crm.bob.user]))
+    assert crm.visit("m-1")["id"] == first["id"]
+    # Bob drops it: alice still has it.
+    assert crm.bob.delete(f"/{crm.bob.user}/calendar/m.ics").status == 200
+    assert crm.visit("m-1")["reps"] == crm.alice.user
+    # Moving to another calendar of alice's keeps the visit.
+    assert crm.alice.mkcalendar(f"/{crm.alice.user}/work/").status == 201
+    moved = crm.alice.request("MOVE", f"/{crm.alice.user}/calendar/m.ics", headers={
+        "Destination": f"http://127.0.0.1:5232/{crm.alice.user}/work/m2.ics"})
+    assert moved.status == 201, moved.text
+    assert crm.visit("m-1")["id"] == first["id"]
+    # Deleting the last copy puts the visit in the trash; the same UID back restores it.
+    assert crm.alice.delete(f"/{crm.alice.user}/work/m2.ics").status == 200
+    assert crm.visits() == [] and crm.visits("--deleted")[0]["id"] == first["id"]
+    crm.put(crm.alice, "again.ics", text)
+    assert crm.visit("m-1")["id"] == first["id"]
+    # And through crm-admin trash restore.
+    assert crm.alice.delete(f"/{crm.alice.user}/calendar/again.ics").status == 200
+    [entry] = [e for e in crm.cli("trash", "list", "--owner", crm.alice.user, "--json")
+               if e["object"].endswith("again.ics")]
+    crm.cli("trash", "restore", str(entry["id"]))
+    assert crm.visit("m-1")["id"] == first["id"]
+
+
+def test_deleting_a_calendar_trashes_its_visits(crm):
+    assert crm.alice.mkcalendar(f"/{crm.alice.user}/old/").status == 201
+    reply = crm.alice.put(f"/{crm.alice.user}/old/x.ics",
+                          apple("gone-1", "Visit", [("Ola", "ola@client.example")], me(crm.alice)))
+    assert reply.status == 201
+    assert crm.alice.delete(f"/{crm.alice.user}/old/").status == 200
+    assert [v["uid"] for v in crm.visits("--deleted")] == ["gone-1"]
+
+
+# --- duplicates ------------------------------------------------------------------------------
+
+def test_similar_names_and_phones_are_candidates_never_merged(crm):
+    crm.put(crm.alice, "1.ics", apple("d-1", "A", [("Ján Novák", "jan.novak@client.example")],
+                                      me(crm.alice)))
+    crm.put(crm.alice, "2.ics", apple("d-2", "B", [("Jan Novak", "jnovak@gmail.com")],
+                                      me(crm.alice)))
+    crm.put(crm.alice, "3.ics", apple("d-3", "C", [("Jana Horvathova", "jh@client.example")],
+                                      me(crm.alice)))
+    [dup] = crm.cli("duplicates", "list", "--json")
+    assert dup["reason"] == "name" and dup["score"] >= 80
+    assert len(crm.contacts()) == 3                  # nothing merged silently
+    out = crm.cli("contact", "add", "Peter Kováč", "--phone", "+421 905 123 456")
+    assert "possible duplicate of" not in out
+    crm.cli("contact", "add", "Someone Else", "--phone", "00421905123456")
+    phones = [d for d in crm.cli("duplicates", "list", "--json") if d["reason"] == "phone"]
+    assert len(phones) == 1
+    crm.cli("duplicates", "dismiss", str(phones[0]["id"]))
+    crm.cli("duplicates", "merge", str(dup["id"]))
+    merged = crm.contact("jnovak@gmail.com")
+    assert merged["id"] == dup["contact_id"] or merged["id"] == dup["other_id"]
+    assert sorted(merged["emails"]) == ["jan.novak@client.example", "jnovak@gmail.com"]
+    assert merged["visits"] == 2
+    assert crm.cli("duplicates", "list", "--json") == []
+    assert "already dismissed" in crm.cli("duplicates", "dismiss", str(phones[0]["id"]),
+                                          expect=1)
+
+
+# --- atomicity -------------------------------------------------------------------------------
+
+def test_failure_half_way_through_ingestion_leaves_nothing(crm, snapshot, monkeypatch):
+    from server.crm import visits
+    before = snapshot()
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("injected failure after contacts were created")
+
+    monkeypatch.setattr(visits, "record", crash)
+    reply = crm.alice.put(f"/{crm.alice.user}/calendar/f.ics",
+                          apple("fail-1", "Visit", [("New Person", "new@client.example")],
+                                me(crm.alice)))
+    assert reply.status == 500
+    assert snapshot() == before          # no item, contact, visit, card or audit record
+    monkeypatch.undo()
+    crm.put(crm.alice, "f.ics", apple("fail-1", "Visit", [("New Person", "new@client.example")],
+                                      me(crm.alice)))
+    assert crm.visit("fail-1")["summary"] == "Visit"
+
+
+# --- the audit trail -------------------------------------------------------------------------
+
+def test_crm_changes_are_audited_in_the_owners_chain(crm):
+    crm.customer("Tatra banka, a.s.", "--domain", "tatrabanka.sk")
+    crm.put(crm.alice, "a.ics", apple("au-1", "Visit", [("Ján Novák", "jan@tatrabanka.sk")],
+                                      me(crm.alice)))
+    records = crm.cli("audit", "list", "--actor", crm.alice.user, "--json")
+    actions = [r["action"] for r in reversed(records)]
+    assert actions[-3:] == ["item.create", "contact.create", "visit.create"]
+    visit = next(r for r in records if r["action"] == "visit.create")
+    assert visit["object"].startswith("crm:visit/") and "domain" in visit["summary"]
+    assert visit["client"] == "127.0.0.1"
+    admin = crm.cli("audit", "list", "--object", "crm:customer/", "--json")
+    assert admin[0]["action"] == "customer.add" and admin[0]["actor"].startswith("os:")
+    assert crm.cli("audit", "verify").startswith("audit trail intact")
