@@ -14,6 +14,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
+import crmkit
 from davclient import Dav, LiveServer, make_configuration
 from server.app import CrmApplication
 from server.crm import db, schema, users
@@ -172,3 +173,24 @@ def db_snapshot(url: str) -> dict:
 @pytest.fixture
 def snapshot(db_url):
     return lambda: db_snapshot(db_url)
+
+
+@pytest.fixture
+def crm(db_url, make_user):
+    """Two reps (``crm.alice``, ``crm.bob``) of the internal domain on one server, and the
+    CLI on its database (see tests/crmkit.py).
+
+    SQLite gives every test a fresh database; PostgreSQL's is shared by the session, so the
+    CRM tables are emptied first (the tests using this fixture own them)."""
+    if not db.is_sqlite(db_url):
+        with db.shared_engine(db_url).begin() as conn:
+            conn.execute(text("TRUNCATE " + ", ".join(CRM_TABLES) + " CASCADE"))
+    app = CrmApplication(make_configuration(db_url, storage={
+        "crm_internal_domains": crmkit.INTERNAL}))
+    reps = []
+    for _ in range(2):
+        name, password = make_user()
+        client = Dav(app, name, password)
+        assert client.propfind(f"/{name}/").status == 207
+        reps.append(client)
+    return crmkit.Crm(db_url, *reps)

@@ -1,0 +1,109 @@
+"""CRM data back in the client by standard means: read-only CardDAV address books of customer
+contacts and of suggested contacts, kept current as visits come in and as operators act."""
+
+from __future__ import annotations
+
+from crmkit import apple, me, thunderbird
+from ical import sync_collection, vcard
+from xmlparse import responses, sync_token
+
+ADDRESSBOOK_QUERY = """<?xml version="1.0" encoding="utf-8"?>
+<CR:addressbook-query xmlns:D="DAV:" xmlns:CR="urn:ietf:params:xml:ns:carddav">
+<D:prop><D:getetag/><CR:address-data/></D:prop>
+<CR:filter><CR:prop-filter name="EMAIL"><CR:text-match collation="i;unicode-casemap"
+ match-type="contains">{}</CR:text-match></CR:prop-filter></CR:filter>
+</CR:addressbook-query>"""
+
+
+def book(rep, name):
+    return f"/{rep.user}/{name}/"
+
+
+def cards_in(rep, name) -> dict[str, str]:
+    """href → vCard text of every card in one of ``rep``'s books."""
+    base = book(rep, name)
+    hrefs = [h for h in responses(rep.propfind(base, depth="1").body) if h != base]
+    return {h: rep.get(h).text for h in hrefs}
+
+
+def test_customer_contacts_reach_the_owners_book_and_suggestions_the_reps(crm):
+    crm.customer("Tatra banka, a.s.", "--domain", "tatrabanka.sk", "--owner", crm.alice.user)
+    token = sync_token(crm.alice.report(book(crm.alice, "crm-contacts"), sync_collection()).body)
+    # Bob meets someone from the customer, and someone with a free-mail address.
+    crm.put(crm.bob, "v.ics", apple("ab-1", "Stretnutie", [
+        ("Ján Novák", "jan.novak@tatrabanka.sk"), ("Eva Malá", "eva.mala@gmail.com")],
+        me(crm.bob)))
+    [card] = cards_in(crm.alice, "crm-contacts").values()
+    assert "FN:Ján Novák" in card and "ORG:Tatra banka\\, a.s." in card
+    assert "EMAIL;TYPE=INTERNET:jan.novak@tatrabanka.sk" in card
+    changed = responses(crm.alice.report(book(crm.alice, "crm-contacts"),
+                                         sync_collection(token)).body)
+    assert len(changed) == 1                      # a syncing client sees the new card
+    [suggested] = cards_in(crm.bob, "crm-suggested").values()
+    assert "FN:Eva Malá" in suggested and "ORG" not in suggested
+    assert cards_in(crm.bob, "crm-contacts") == {}
+    assert cards_in(crm.alice, "crm-suggested") == {}
+    # Standard CardDAV queries work on them.
+    found = responses(crm.alice.report(book(crm.alice, "crm-contacts"),
+                                       ADDRESSBOOK_QUERY.format("tatrabanka")).body)
+    assert len(found) == 1
+    # Accepting the suggestion moves the card: out of bob's suggestions, into alice's book.
+    token = sync_token(crm.bob.report(book(crm.bob, "crm-suggested"), sync_collection()).body)
+    crm.cli("contact", "accept", "eva.mala@gmail.com", "--customer", "Tatra banka")
+    assert cards_in(crm.bob, "crm-suggested") == {}
+    gone = crm.bob.report(book(crm.bob, "crm-suggested"), sync_collection(token))
+    assert b"404" in gone.body                    # reported as deleted to syncing clients
+    assert len(cards_in(crm.alice, "crm-contacts")) == 2
+
+
+def test_sharing_and_transfer_follow_the_customer(crm):
+    crm.customer("Globex GmbH", "--domain", "globex.de", "--owner", crm.alice.user)
+    crm.put(crm.alice, "g.ics", thunderbird("g-1", "Kickoff", [("Hans Gruber", "hans@globex.de")],
+                                            me(crm.alice)))
+    assert len(cards_in(crm.alice, "crm-contacts")) == 1
+    assert cards_in(crm.bob, "crm-contacts") == {}
+    crm.cli("customer", "share", "Globex", "--with", crm.bob.user)
+    assert len(cards_in(crm.bob, "crm-contacts")) == 1
+    shown = crm.cli("customer", "show", "Globex", "--json")[0]
+    assert shown["owner"] == crm.alice.user and shown["collaborators"] == [
+        {"user": crm.bob.user, "access": "view"}]
+    crm.cli("customer", "transfer", "Globex", "--to", crm.bob.user)
+    shown = crm.cli("customer", "show", "Globex", "--json")[0]
+    assert shown["owner"] == crm.bob.user and shown["collaborators"] == []
+    assert cards_in(crm.alice, "crm-contacts") == {}
+    assert len(cards_in(crm.bob, "crm-contacts")) == 1
+
+
+def test_crm_books_are_read_only_to_clients(crm, snapshot):
+    crm.customer("Initech", "--domain", "initech.example", "--owner", crm.alice.user)
+    crm.put(crm.alice, "i.ics", thunderbird("ro-1", "Visit", [("Bill L", "bill@initech.example")],
+                                            me(crm.alice)))
+    [href] = cards_in(crm.alice, "crm-contacts")
+    before = snapshot()
+    base = book(crm.alice, "crm-contacts")
+    assert crm.alice.put(base + "mine.vcf", vcard("mine"), "text/vcard").status == 403
+    assert crm.alice.put(href, vcard("crm-contact-1"), "text/vcard").status == 403
+    assert crm.alice.delete(href).status == 403
+    assert crm.alice.delete(base).status == 403
+    assert crm.alice.delete(book(crm.alice, "crm-suggested")).status == 403
+    proppatch = crm.alice.request("PROPPATCH", base, """<?xml version="1.0"?>
+<D:propertyupdate xmlns:D="DAV:"><D:set><D:prop><D:displayname>x</D:displayname></D:prop>
+</D:set></D:propertyupdate>""", {"Content-Type": "application/xml"})
+    assert proppatch.status == 403
+    assert snapshot() == before
+    # Other users' books stay invisible.
+    assert crm.bob.propfind(base, depth="1").status in (403, 404)
+
+
+def test_merging_contacts_updates_the_published_card(crm):
+    crm.customer("Umbrella", "--domain", "umbrella.example", "--owner", crm.alice.user)
+    crm.put(crm.alice, "1.ics", thunderbird("mg-1", "A", [("Ada Wong", "ada@umbrella.example")],
+                                            me(crm.alice)))
+    crm.cli("contact", "add", "Ada Wong", "--email", "ada.w@umbrella.example",
+            "--customer", "Umbrella", "--phone", "+1 555 0100 200")
+    assert len(cards_in(crm.alice, "crm-contacts")) == 2
+    [dup] = crm.cli("duplicates", "list", "--json")
+    crm.cli("contact", "merge", str(dup["contact_id"]), str(dup["other_id"]))
+    [card] = cards_in(crm.alice, "crm-contacts").values()
+    assert "ada@umbrella.example" in card and "ada.w@umbrella.example" in card
+    assert "+15550100200" in card
