@@ -19,6 +19,7 @@ from urllib.parse import unquote, urlsplit
 
 import icalendar
 import pytest
+from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from conftest import create_user
@@ -88,6 +89,18 @@ def event(uid: str, n: int, summary: str = "Call") -> str:
             f"BEGIN:VEVENT\r\nUID:{uid}\r\nDTSTAMP:20240101T000000Z\r\n"
             f"DTSTART:202405{day:02d}T{hour:02d}0000Z\r\nDTEND:202405{day:02d}T{hour:02d}3000Z\r\n"
             f"SUMMARY:{summary}\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n")
+
+
+def crm_books(user: str) -> set[str]:
+    """The two read-only address books the CRM creates with every home."""
+    return {f"/{user}/crm-contacts/", f"/{user}/crm-suggested/"}
+
+
+def invitation(uid: str, n: int) -> str:
+    """One customer meeting as it lands in every invited rep's calendar."""
+    return event(uid, n, "Customer meeting").replace(
+        "END:VEVENT", f"ATTENDEE;CN=Guest {n}:mailto:guest{n}@client.example\r\n"
+                      "ATTENDEE;CN=Shared Person:mailto:shared@client.example\r\nEND:VEVENT")
 
 
 def multistatus(reply: Reply) -> tuple[ET.Element, dict[str, ET.Element]]:
@@ -388,7 +401,8 @@ def test_first_requests_of_new_users_race(pg_servers):
         if acknowledged - stored:
             lost[user] = sorted(acknowledged - stored)
         _, home = multistatus(a.propfind(f"/{user}/", "", "1"))
-        assert set(home) == {f"/{user}/", f"/{user}/calendar/", f"/{user}/contacts/"}
+        assert set(home) == {f"/{user}/", f"/{user}/calendar/", f"/{user}/contacts/",
+                             *crm_books(user)}
     assert not lost, f"acknowledged writes lost: {lost}\n{log_tails(pg_servers)}"
     assert not failures, f"{failures}\n{log_tails(pg_servers)}"
 
@@ -422,7 +436,7 @@ def test_parallel_principal_recreation_through_both_processes(pg_servers):
         if acknowledged - stored:
             lost[attempt] = sorted(acknowledged - stored)
         _, home = multistatus(b.propfind(f"/{user}/", "", "1"))
-        assert set(home) == {f"/{user}/", cal, f"/{user}/contacts/"}
+        assert set(home) == {f"/{user}/", cal, f"/{user}/contacts/", *crm_books(user)}
     assert not lost, f"acknowledged writes lost: {lost}\n{log_tails(pg_servers)}"
     assert not failures, f"{failures}\n{log_tails(pg_servers)}"
 
@@ -453,5 +467,43 @@ def test_concurrent_mkcalendar_of_the_same_path(pg_servers):
         put = b.put(path + "x.ics", event("x", k))
         assert put.status == 201, (put.status, put.text)
     _, home = multistatus(a.propfind(f"/{user}/", "", "1"))
-    assert set(home) == {f"/{user}/", f"/{user}/calendar/", f"/{user}/contacts/"} | {
+    assert set(home) == {f"/{user}/", f"/{user}/calendar/", f"/{user}/contacts/",
+                         *crm_books(user)} | {
         f"/{user}/shared-{k}/" for k in range(3)}
+
+
+def test_one_invitation_reaching_two_reps_at_once_is_one_visit(pg_servers):
+    """The same invitations PUT into two reps' calendars at the same moment, through both
+    processes: every PUT succeeds, each UID is one visit with both reps, each attendee
+    address one contact (a unique-key race is settled by looking again, not by an error)."""
+    url = pg_servers[0]
+    reps = [create_user(url) for _ in range(2)]
+    clients = [clients_for(pg_servers, user, password)[i] for i, (user, password)
+               in enumerate(reps)]
+    for client in clients:
+        assert client.propfind(f"/{client.user}/", "", "0").status == 207
+    barrier = threading.Barrier(2)
+    rounds = 25
+    tag = f"{reps[0][0]}-"
+
+    def put_all(client: Client) -> list[int]:
+        statuses = []
+        for n in range(rounds):
+            barrier.wait(timeout=30)
+            statuses.append(client.put(f"/{client.user}/calendar/inv{n}.ics",
+                                       invitation(f"{tag}inv{n}", n)).status)
+        return statuses
+
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(put_all, clients))
+    assert results == [[201] * rounds] * 2, f"{results}\n{log_tails(pg_servers)}"
+    with Session(db.shared_engine(url)) as session:
+        visits = session.execute(text(
+            "SELECT v.uid, count(p.id) FROM crm_visits v JOIN crm_visit_placements p "
+            "ON p.visit_id = v.id WHERE v.uid LIKE :tag GROUP BY v.uid"),
+            {"tag": tag + "%"}).all()
+        assert sorted(visits) == sorted((f"{tag}inv{n}", 2) for n in range(rounds))
+        emails = session.execute(text(
+            "SELECT email, count(*) FROM crm_contact_emails WHERE email LIKE 'guest%' "
+            "OR email = 'shared@client.example' GROUP BY email")).all()
+        assert all(count == 1 for _, count in emails) and len(emails) >= rounds + 1

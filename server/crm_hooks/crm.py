@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
+
+from sqlalchemy.exc import IntegrityError
 
 from server import request_context
 from server.crm.dav import CollectionState, StoredItem
@@ -15,6 +17,19 @@ def _client() -> Optional[str]:
     return (context.remote_addr or None) if context else None
 
 
+def _settled(session, call: Callable[[], None]) -> None:
+    """Run ``call`` in a savepoint; if a concurrent transaction inserted the same contact
+    address or visit UID first (a unique violation once it committed), run it once more:
+    it now finds that row instead of creating it. SQLite serialises writers, so this only
+    happens on PostgreSQL, typically when one invitation reaches two reps' calendars at once."""
+    try:
+        with session.begin_nested():
+            call()
+    except IntegrityError:
+        with session.begin_nested():
+            call()
+
+
 class CrmHooks:
     """Implements ``WriteHooks``: contacts, customer tagging and visits from calendar data."""
 
@@ -24,12 +39,13 @@ class CrmHooks:
     def item_written(self, session, collection: CollectionState, new: StoredItem,
                      old: Optional[StoredItem], actor: Optional[str], parsed=None) -> None:
         if collection.tag == "VCALENDAR":
-            self.ingestion.item_written(session, collection.path, new.href, new.text, actor,
-                                        _client(), parsed)
+            _settled(session, lambda: self.ingestion.item_written(
+                session, collection.path, new.href, new.text, actor, _client(), parsed))
 
     def item_deleted(self, session, collection: CollectionState, old: StoredItem,
                      actor: Optional[str]) -> None:
-        self.ingestion.item_removed(session, collection.path, old.href, actor, _client())
+        _settled(session, lambda: self.ingestion.item_removed(
+            session, collection.path, old.href, actor, _client()))
 
     def item_moved(self, session, source: CollectionState, target: CollectionState,
                    old: StoredItem, new: StoredItem, actor: Optional[str]) -> None:
