@@ -21,6 +21,10 @@ def register(nouns) -> None:
     listing.add_argument("--json", action="store_true")
     listing.set_defaults(handler=cmd_list)
     check = verbs.add_parser("verify", help="recompute every hash chain; exit 1 on tampering")
+    check.add_argument("--user", action="append", default=[],
+                       help="only this user's chain (repeatable; default: every chain)")
+    check.add_argument("--admin", action="store_true",
+                       help="only the chain of crm-admin commands (with --user: that too)")
     check.set_defaults(handler=cmd_verify)
 
 
@@ -44,8 +48,10 @@ def cmd_list(args, engine) -> int:
 
 
 def cmd_verify(args, engine) -> int:
+    streams = [audit.dav_stream(u.strip().lower()) for u in args.user] + \
+        ([audit.ADMIN_STREAM] if args.admin else [])
     with unit_of_work(engine) as session:
-        checked, problems = audit.verify(session)
+        checked, problems = audit.verify(session, streams or None)
     if not problems:
         print(f"audit trail intact: {checked} records verified")
         return 0

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 
 from admin_cli.context import record, unit_of_work
 from admin_cli.output import emit
 from server.crm import customers, operations, visits
-from server.crm.errors import InvalidInput
 
 
 def register(nouns) -> None:
@@ -34,7 +34,7 @@ def _date(text: str) -> dt.datetime:
     try:
         value = dt.datetime.fromisoformat(text)
     except ValueError:
-        raise InvalidInput(f"{text!r} is not a date (YYYY-MM-DD)") from None
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
     return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
 
 

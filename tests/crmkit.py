@@ -21,7 +21,10 @@ class Crm:
     def cli(self, *argv: str, expect: int = 0):
         out, err = io.StringIO(), io.StringIO()
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            code = main(["--db-url", self.url, *argv])
+            try:
+                code = main(["--db-url", self.url, *argv])
+            except SystemExit as usage:     # argparse refuses malformed arguments
+                code = usage.code
         assert code == expect, (argv, code, out.getvalue(), err.getvalue())
         return json.loads(out.getvalue()) if "--json" in argv else out.getvalue() + err.getvalue()
 

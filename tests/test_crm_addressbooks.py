@@ -107,3 +107,34 @@ def test_merging_contacts_updates_the_published_card(crm):
     [card] = cards_in(crm.alice, "crm-contacts").values()
     assert "ada@umbrella.example" in card and "ada.w@umbrella.example" in card
     assert "+15550100200" in card
+
+
+def test_refused_operator_commands_say_why_and_change_nothing(crm, snapshot):
+    crm.customer("Hooli", "--domain", "hooli.example", "--owner", crm.alice.user)
+    crm.cli("contact", "add", "Gavin Belson", "--email", "gavin@hooli.example")
+    before = snapshot()
+    cases = [
+        (("customer", "add", "Hooli Inc."), "customer 'Hooli Inc.' already exists"),
+        (("customer", "add", "Pied Piper", "--owner", "nobody"), "user 'nobody' does not exist"),
+        (("customer", "add", "Pied Piper", "--domain", "not a domain"), "is not an e-mail domain"),
+        (("customer", "add", "Pied Piper", "--domain", "hooli.example"),
+         "e-mail domain 'hooli.example' already exists"),
+        (("customer", "show", "Raviga"), "customer 'Raviga' does not exist"),
+        (("customer", "transfer", "Hooli", "--to", "nobody"), "user 'nobody' does not exist"),
+        (("customer", "share", "Hooli", "--with", crm.alice.user), "owns 'Hooli' already"),
+        (("contact", "show", "ghost@nowhere.example"), "does not exist"),
+        (("contact", "add", "X", "--email", "gavin@hooli.example"), "already exists"),
+        (("contact", "add", "X", "--email", "not-an-address"), "is not an e-mail address"),
+        (("contact", "merge", "gavin@hooli.example", "gavin@hooli.example"),
+         "cannot be merged into itself"),
+        (("contact", "accept", "gavin@hooli.example", "--customer", "Raviga"), "does not exist"),
+        (("duplicates", "merge", "999"), "duplicate candidate '999' does not exist"),
+        (("visit", "tag", "no-such-uid", "Hooli"), "visit 'no-such-uid' does not exist"),
+    ]
+    for argv, reason in cases:
+        out = crm.cli(*argv, expect=1)
+        assert reason in out and out.count("\n") == 1, (argv, out)
+    # Malformed arguments are usage errors (exit 2), with argparse's one-line reason.
+    assert "invalid choice: 'D'" in crm.cli("customer", "add", "X", "--level", "D", expect=2)
+    assert "is not a date" in crm.cli("visit", "list", "--since", "yesterday", expect=2)
+    assert snapshot() == before

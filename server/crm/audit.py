@@ -175,7 +175,8 @@ def _verify_stream(session: Session, stream: str, head: Optional[tuple[int, str]
                                     "matches its hash)"))
         expected_seq, prev = r.seq + 1, r.hash
     if head is None:
-        problems.append(Problem(stream, None, None, "has records but no chain head"))
+        if count:
+            problems.append(Problem(stream, None, None, "has records but no chain head"))
     elif head != (expected_seq - 1, prev):
         problems.append(Problem(stream, None, None, f"the chain ends at #{expected_seq - 1} "
                                 f"but its head says #{head[0]}: the last records were deleted "
