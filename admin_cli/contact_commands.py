@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import func, select
 
-from admin_cli.context import operator, record, settings, unit_of_work
+from admin_cli.context import change, operator, record, settings, unit_of_work
 from admin_cli.output import emit
 from server.crm import contacts, customers, operations
 from server.crm.models import VisitAttendance
@@ -97,19 +97,13 @@ def cmd_add(args, engine) -> int:
 
 
 def cmd_accept(args, engine) -> int:
-    with unit_of_work(engine) as session:
-        summary = operations.accept_contact(session, args.contact, args.customer)
-        record(session, "contact.accept", f"crm:contact/{args.contact}", summary)
-    print(summary)
-    return 0
+    return change(engine, "contact.accept", f"crm:contact/{args.contact}",
+                  lambda session: operations.accept_contact(session, args.contact, args.customer))
 
 
 def cmd_merge(args, engine) -> int:
-    with unit_of_work(engine) as session:
-        summary = operations.merge_contacts(session, args.a, args.b, operator())
-        record(session, "contact.merge", f"crm:contact/{args.a}", summary)
-    print(summary)
-    return 0
+    return change(engine, "contact.merge", f"crm:contact/{args.a}",
+                  lambda session: operations.merge_contacts(session, args.a, args.b, operator()))
 
 
 def cmd_duplicates(args, engine) -> int:
@@ -122,16 +116,10 @@ def cmd_duplicates(args, engine) -> int:
 
 
 def cmd_dismiss(args, engine) -> int:
-    with unit_of_work(engine) as session:
-        summary = operations.dismiss_duplicate(session, args.id, operator())
-        record(session, "duplicate.dismiss", f"crm:duplicate/{args.id}", summary)
-    print(summary)
-    return 0
+    return change(engine, "duplicate.dismiss", f"crm:duplicate/{args.id}",
+                  lambda session: operations.dismiss_duplicate(session, args.id, operator()))
 
 
 def cmd_merge_duplicate(args, engine) -> int:
-    with unit_of_work(engine) as session:
-        summary = operations.merge_duplicate(session, args.id, operator())
-        record(session, "duplicate.merge", f"crm:duplicate/{args.id}", summary)
-    print(summary)
-    return 0
+    return change(engine, "duplicate.merge", f"crm:duplicate/{args.id}",
+                  lambda session: operations.merge_duplicate(session, args.id, operator()))

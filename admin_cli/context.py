@@ -7,7 +7,7 @@ import getpass
 import os
 import socket
 from contextlib import contextmanager
-from typing import Iterator, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 from sqlalchemy import Engine, inspect
 from sqlalchemy.orm import Session
@@ -57,6 +57,16 @@ def record(session: Session, action: str, obj: str, summary: str) -> None:
     operating-system user: crm-admin runs on the server, for operators."""
     audit.append(session, audit.ADMIN_STREAM, action, obj, actor=operator(),
                  client="cli@" + socket.gethostname(), summary=summary)
+
+
+def change(engine: Engine, action: str, obj: str, operation: Callable[[Session], str]) -> int:
+    """Run one operator operation in its own unit of work, audit it with the summary it
+    returns, print that summary."""
+    with unit_of_work(engine) as session:
+        summary = operation(session)
+        record(session, action, obj, summary)
+    print(summary)
+    return 0
 
 
 def operator() -> str:

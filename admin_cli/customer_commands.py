@@ -6,7 +6,7 @@ import json
 
 from sqlalchemy import func, select
 
-from admin_cli.context import record, unit_of_work
+from admin_cli.context import change, record, unit_of_work
 from admin_cli.output import emit
 from server.crm import customers, operations
 from server.crm.models import Contact, Customer, Visit
@@ -96,16 +96,11 @@ def cmd_show(args, engine) -> int:
 
 
 def cmd_transfer(args, engine) -> int:
-    with unit_of_work(engine) as session:
-        summary = operations.transfer_customer(session, args.name, args.to)
-        record(session, "customer.transfer", f"crm:customer/{args.name}", summary)
-    print(summary)
-    return 0
+    return change(engine, "customer.transfer", f"crm:customer/{args.name}",
+                  lambda session: operations.transfer_customer(session, args.name, args.to))
 
 
 def cmd_share(args, engine) -> int:
-    with unit_of_work(engine) as session:
-        summary = operations.share_customer(session, args.name, args.with_user, args.edit)
-        record(session, "customer.share", f"crm:customer/{args.name}", summary)
-    print(summary)
-    return 0
+    return change(engine, "customer.share", f"crm:customer/{args.name}",
+                  lambda session: operations.share_customer(
+                      session, args.name, args.with_user, args.edit))

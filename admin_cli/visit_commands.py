@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 
-from admin_cli.context import record, unit_of_work
+from admin_cli.context import change, unit_of_work
 from admin_cli.output import emit
 from server.crm import customers, operations, visits
 
@@ -50,8 +50,5 @@ def cmd_list(args, engine) -> int:
 
 
 def cmd_tag(args, engine) -> int:
-    with unit_of_work(engine) as session:
-        summary = operations.tag_visit(session, args.visit, args.customer)
-        record(session, "visit.tag", f"crm:visit/{args.visit}", summary)
-    print(summary)
-    return 0
+    return change(engine, "visit.tag", f"crm:visit/{args.visit}",
+                  lambda session: operations.tag_visit(session, args.visit, args.customer))

@@ -77,11 +77,12 @@ def facts(calendar: Any, horizon: dt.datetime, max_occurrences: int) -> Optional
     start, end = _span(master)
     recurring = any(_has(master, name) for name in ("rrule", "rdate"))
     occurrences = _occurrences(master, overrides, horizon, max_occurrences) if recurring \
-        else tuple(_single(master, start, end, overrides))
+        else tuple(_single(master, start, end))
     return EventFacts(
         uid=_text(master, "uid"), summary=_text(master, "summary"),
         location=_text(master, "location"), klass=klass, status=_status(master),
-        categories=tuple(_categories(events)), customer_hint=_text(master, "x-crm-customer") or None,
+        categories=tuple(_categories(events)),
+        customer_hint=_text(master, "x-crm-customer") or None,
         organizer=organizer, attendees=tuple(people.values()), start=start, end=end,
         recurring=recurring, occurrences=occurrences)
 
@@ -164,7 +165,7 @@ def recurrence_key(value: Any) -> str:
     return moment.strftime("%Y%m%dT%H%M%SZ")
 
 
-def _single(master: Any, start, end, overrides) -> Iterable[Occurrence]:
+def _single(master: Any, start, end) -> Iterable[Occurrence]:
     if start is not None:
         yield Occurrence(start, end, None, _status(master))
 
