@@ -7,6 +7,7 @@ from typing import Callable, Optional
 from sqlalchemy.exc import IntegrityError
 
 from server import request_context
+from server.crm.errors import AlreadyExists
 from server.crm.dav import CollectionState, StoredItem
 from server.crm.ingest import Ingestion
 from server.crm.settings import CrmSettings
@@ -20,12 +21,14 @@ def _client() -> Optional[str]:
 def _settled(session, call: Callable[[], None]) -> None:
     """Run ``call`` in a savepoint; if a concurrent transaction inserted the same contact
     address or visit UID first (a unique violation once it committed), run it once more:
-    it now finds that row instead of creating it. SQLite serialises writers, so this only
+    it now finds that row instead of creating it (the same holds when the row appeared
+    between our look-up and our insert). SQLite serialises writers, so this only
     happens on PostgreSQL, typically when one invitation reaches two reps' calendars at once."""
     try:
         with session.begin_nested():
             call()
-    except IntegrityError:
+    except (IntegrityError, AlreadyExists):
+        # AlreadyExists: the other transaction committed between our look-up and insert.
         with session.begin_nested():
             call()
 
