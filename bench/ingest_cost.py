@@ -738,6 +738,7 @@ def run(url: str, args) -> None:
         statements[0] += 1
 
     event.listen(engine, "before_cursor_execute", count_statement)
+    load_before = os.getloadavg()   # other work on the machine shows up here
     latencies: dict[str, list[float]] = {"off": [], "on": []}
     counts: dict[str, list[int]] = {"off": [], "on": []}
     statuses: Counter = Counter()
@@ -756,6 +757,7 @@ def run(url: str, args) -> None:
                 latencies[mode].append(elapsed)
                 counts[mode].append(statements[0])
     wall = time.perf_counter() - started
+    load_after = os.getloadavg()
     storage.hooks = hooks["on"]
     event.remove(engine, "before_cursor_execute", count_statement)
 
@@ -801,7 +803,8 @@ def run(url: str, args) -> None:
                 statements_mean=on["statements_mean"] - off["statements_mean"])
 
     print(f"\n{2 * total:,} PUTs in {wall:.1f} s; events {min(sizes)}-{max(sizes)} bytes "
-          f"(mean {statistics.fmean(sizes):.0f}); first {args.warmup} per mode not timed")
+          f"(mean {statistics.fmean(sizes):.0f}); first {args.warmup} per mode not timed; "
+          f"load average {load_before[0]:.2f} before, {load_after[0]:.2f} after")
     print(f"{'':18}{'median ms':>10}{'p95 ms':>9}{'mean ms':>9}{'1st/last 10% ms':>17}"
           f"{'SQL/PUT mean':>14}{'(min-max)':>11}")
     for label, s in (("ingestion OFF", off), ("ingestion ON", on)):
@@ -835,6 +838,7 @@ def run(url: str, args) -> None:
                     event_bytes_max=max(sizes)),
         seeding=dict(seconds=seeded.timings, rows=seeded.rows),
         off=off, on=on, ingestion_cost=cost, wall_seconds=wall,
+        load_average=dict(before=load_before, after=load_after),
         checks=dict(visits=len(visits), on_events=total, new_contacts=len(new_addresses),
                     contacts_after=contacts_now, match_methods=methods,
                     customer_found={path: dict(c) for path, c in sorted(tagged.items())},
