@@ -14,13 +14,13 @@ event's customer's domain, 20 % new free-mail people.
 
     .venv/bin/python bench/ingest_cost.py [--quick] [--contacts N] [--customers N]
         [--puts N] [--warmup N] [--seed N] [--no-cards] [--profile N [--profile-out FILE]]
-        [--db-url URL]
+        [--db-url URL] [--out FILE]
 
 Defaults: 100,000 contacts, 20,000 customers, 1,000 measured PUTs per mode, a fresh SQLite
 file in a temp dir. ``--quick``: 10,000 / 2,000 / 300. A ``postgresql://`` URL names a server:
 a fresh database ``crm_bench_<hex>`` is created there and dropped afterwards. ``--profile N``
 runs N more ingesting PUTs under cProfile and prints the hot spots. Figures are written to
-``bench/results/ingest_cost-<sqlite|postgresql>.json``.
+``bench/results/ingest_cost-<sqlite|postgresql>[-quick].json`` (or ``--out``).
 """
 
 from __future__ import annotations
@@ -691,6 +691,8 @@ def main(argv: Optional[list[str]] = None) -> None:
                         help="also save the raw profile there (for pstats/snakeviz)")
     parser.add_argument("--db-url", default="", help="default: a fresh SQLite file; "
                         "postgresql://...: a fresh database on that server")
+    parser.add_argument("--out", default="", metavar="FILE", help="the JSON figures (default: "
+                        "bench/results/ingest_cost-<sqlite|postgresql>[-quick].json)")
     args = parser.parse_args(argv)
     if args.quick:
         args.contacts, args.customers, args.puts = 10_000, 2_000, 300
@@ -845,9 +847,9 @@ def run(url: str, args) -> None:
                     duplicate_candidates=duplicates,
                     contact_cards_published=card_count - cards_before),
         profile=profile)
-    folder = os.path.join(ROOT, "bench", "results")
-    os.makedirs(folder, exist_ok=True)
-    out = os.path.join(folder, f"ingest_cost-{backend}.json")
+    out = args.out or os.path.join(ROOT, "bench", "results", f"ingest_cost-{backend}"
+                                   f"{'-quick' if args.quick else ''}.json")
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with open(out + ".tmp", "w") as f:
         json.dump(results, f, indent=2, ensure_ascii=False)
     os.replace(out + ".tmp", out)
@@ -869,14 +871,14 @@ def profile_puts(dav: Dav, seeded: Seeded, rng: random.Random, n: int, out: str)
         profiler.dump_stats(out)
     report = io.StringIO()
     stats = pstats.Stats(profiler, stream=report)   # full paths: hot spots as file:line
-    stats.sort_stats("cumulative").print_stats(45)
+    stats.sort_stats("cumulative").print_stats(40)                       # everything
+    stats.print_stats(re.escape(os.path.join(ROOT, "server", "")), 40)   # ours only
     stats.sort_stats("tottime").print_stats(20)
-    text_ = report.getvalue().replace(ROOT + "/", "")
-    text_ = re.sub(r"\S*/site-packages/", "", text_)
+    report_text = re.sub(r"\S*/site-packages/", "", report.getvalue().replace(ROOT + "/", ""))
     print(f"\n--- cProfile: {n} ingesting PUTs, {elapsed * 1000 / n:.2f} ms each under the "
           f"profiler ---")
-    print(text_)
-    return dict(puts=n, ms_per_put_profiled=elapsed * 1000 / n, report=text_)
+    print(report_text)
+    return dict(puts=n, ms_per_put_profiled=elapsed * 1000 / n, report=report_text)
 
 
 if __name__ == "__main__":

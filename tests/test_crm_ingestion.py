@@ -317,3 +317,17 @@ def test_crm_changes_are_audited_in_the_owners_chain(crm):
     # (Only these chains: on PostgreSQL the database is shared with the tamper tests.)
     assert crm.cli("audit", "verify", "--user", crm.alice.user, "--admin").startswith(
         "audit trail intact")
+
+
+def test_fuzzy_match_finds_the_named_customer_among_hundreds_sharing_a_word(crm, db_url):
+    """Common words match many customers; the one the text names must still be scored."""
+    from server.crm import customers
+    with Session(db.shared_engine(db_url)) as session, session.begin():
+        for i in range(260):
+            customers.add(session, f"Decoy{i} Networks Holdings s.r.o.")
+        customers.add(session, "Mapleridge Networks Holdings s.r.o.")
+    crm.put(crm.alice, "f.ics", thunderbird("many-1", "Visit Mapleridge Networks Holdings",
+                                            [("Pat", "pat@gmail.com")], me(crm.alice)))
+    visit = crm.visit("many-1")
+    assert (visit["customer"], visit["match_method"]) == \
+        ("Mapleridge Networks Holdings s.r.o.", "fuzzy")

@@ -105,9 +105,11 @@ def record_duplicates(session: Session, contact_id: int, normalized: str,
     found: dict[int, Duplicate] = {}
     words = normalize.keys(normalized)
     if words:
+        # Most shared name keys first, so a cut never drops the closest names.
         ids = select(ContactKey.contact_id).where(ContactKey.key.in_(words),
                                                   ContactKey.contact_id != contact_id) \
-            .distinct().limit(_MAX_CANDIDATES)
+            .group_by(ContactKey.contact_id) \
+            .order_by(func.count().desc(), ContactKey.contact_id).limit(_MAX_CANDIDATES)
         for other_id, other_name in session.execute(
                 select(Contact.id, Contact.normalized_name).where(Contact.id.in_(ids))):
             score = int(round(fuzz.token_sort_ratio(normalized, other_name)))

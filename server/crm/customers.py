@@ -203,8 +203,11 @@ def fuzzy(session: Session, texts: Sequence[str], settings: CrmSettings) -> Matc
     words = set().union(*(normalize.keys(t) for t in normalized)) if normalized else set()
     if not words:
         return NO_MATCH
-    ids = select(CustomerKey.customer_id).where(CustomerKey.key.in_(words)).distinct() \
-        .limit(_MAX_CANDIDATES)
+    # The customers sharing the most words with the text first: common words ("networks",
+    # "group") match hundreds of customers, and an arbitrary cut would drop the one named.
+    ids = select(CustomerKey.customer_id).where(CustomerKey.key.in_(words)) \
+        .group_by(CustomerKey.customer_id) \
+        .order_by(func.count().desc(), CustomerKey.customer_id).limit(_MAX_CANDIDATES)
     rows = session.execute(select(Customer.id, Customer.normalized_name, Customer.short_name)
                            .where(Customer.id.in_(ids))).all()
     scored = []
