@@ -67,6 +67,8 @@ def test_sharing_and_transfer_follow_the_customer(crm):
     shown = crm.cli("customer", "show", "Globex", "--json")[0]
     assert shown["owner"] == crm.alice.user and shown["collaborators"] == [
         {"user": crm.bob.user, "access": "view"}]
+    shown = dict(line.split(":", 1) for line in crm.cli("customer", "show", "Globex").splitlines())
+    assert shown["collaborators"].strip() == f"{crm.bob.user} (view)"
     crm.cli("customer", "transfer", "Globex", "--to", crm.bob.user)
     shown = crm.cli("customer", "show", "Globex", "--json")[0]
     assert shown["owner"] == crm.bob.user and shown["collaborators"] == []
@@ -138,3 +140,16 @@ def test_refused_operator_commands_say_why_and_change_nothing(crm, snapshot):
     assert "invalid choice: 'D'" in crm.cli("customer", "add", "X", "--level", "D", expect=2)
     assert "is not a date" in crm.cli("visit", "list", "--since", "yesterday", expect=2)
     assert snapshot() == before
+
+
+def test_suggestions_follow_the_visits_that_made_them(crm):
+    text = thunderbird("sg-1", "Coffee", [("Tom Free", "tom@gmail.com")], me(crm.bob))
+    crm.put(crm.bob, "s.ics", text)
+    assert len(cards_in(crm.bob, "crm-suggested")) == 1
+    assert crm.bob.delete(f"/{crm.bob.user}/calendar/s.ics").status == 200
+    assert cards_in(crm.bob, "crm-suggested") == {}      # met in no live visit any more
+    crm.put(crm.bob, "s.ics", text)
+    assert len(cards_in(crm.bob, "crm-suggested")) == 1
+    # The same invitation in alice's calendar suggests him to her too.
+    crm.put(crm.alice, "s.ics", text)
+    assert len(cards_in(crm.alice, "crm-suggested")) == 1

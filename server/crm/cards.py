@@ -117,6 +117,18 @@ def sync(session: Session, contact_ids: Iterable[int]) -> int:
     return changes
 
 
+def attendance_changed(session: Session, contact_ids: Iterable[int]) -> int:
+    """Re-publish after contacts joined or left visits. Only unattached contacts' books
+    depend on visits (the Suggested books of the reps who met them); an attached contact's
+    books follow its customer, so its card is left alone."""
+    ids = set(contact_ids)
+    if not ids:
+        return 0
+    loose = session.scalars(select(Contact.id).where(Contact.id.in_(ids),
+                                                     Contact.customer_id.is_(None))).all()
+    return sync(session, loose)
+
+
 def remove(session: Session, contact_id: int) -> None:
     """Take a contact's cards down everywhere (before the contact is deleted)."""
     href = href_of(contact_id)

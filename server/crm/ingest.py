@@ -43,9 +43,9 @@ class Ingestion:
     def item_written(self, session: Session, collection_path: str, href: str, text: str,
                      actor: Optional[str], client: Optional[str] = None,
                      parsed: Any = None) -> None:
-        notes: list[audit.Note] = []
         if cards.is_crm_book(collection_path):
             return
+        notes: list[audit.Note] = []
         calendar = parsed if parsed is not None else _parse(text)
         horizon = utcnow() + dt.timedelta(days=self.settings.recurrence_horizon_days)
         facts = events.facts(calendar, horizon, self.settings.max_occurrences) \
@@ -70,7 +70,7 @@ class Ingestion:
                                _owner(new_path))
         if visit_id is None:
             return
-        cards.sync(session, visits.attendees(session, visit_id))
+        cards.attendance_changed(session, visits.attendees(session, visit_id))
         note = audit.Note("visit.move", f"crm:visit/{visit_id}", actor, client,
                           summary=f"event moved from /{old_path}/{old_href} to "
                                   f"/{new_path}/{new_href}")
@@ -102,11 +102,13 @@ class Ingestion:
         created = self._create_contacts(session, people, known, match, actor, notes)
         attendance = [visits.Attendance(known[p.email], p.partstat, p.role) for p in people]
         outcome = visits.record(session, facts, collection_path, href, rep, match, attendance)
-        cards.sync(session, set(created) | outcome.contacts_changed)
+        cards.sync(session, created)
+        # A new placement (or a visit back from the trash) means this rep met everyone.
+        met = {a.contact_id for a in attendance} if outcome.placed else outcome.contacts_changed
+        cards.attendance_changed(session, met - set(created))
         if outcome.action != "unchanged":
             notes.append(audit.Note(f"visit.{outcome.action}", f"crm:visit/{outcome.visit_id}",
-                                    summary=self._visit_summary(session, facts, outcome, match,
-                                                                len(people))))
+                                    summary=_visit_summary(facts, outcome, match, len(people))))
 
     def _external_people(self, session: Session, facts: EventFacts) -> list[Person]:
         people: dict[str, Person] = {}
@@ -178,23 +180,13 @@ class Ingestion:
             session.flush()
         return created
 
-    def _visit_summary(self, session: Session, facts: EventFacts, outcome: visits.Outcome,
-                       match: Match, people: int) -> str:
-        tag = f"customer {match.customer_id} ({match.method}, {match.score})" \
-            if match.customer_id else "untagged"
-        text = f"{outcome.action}d visit {facts.summary!r}: {tag}, {people} external " \
-               f"participant(s), {len(facts.occurrences)} occurrence(s)"
-        if outcome.action == "update":
-            text += "; changed " + ", ".join(outcome.changed)
-        return text
-
     def _unplace(self, session: Session, collection_path: str, href: str, why: str,
                  notes: list[audit.Note]) -> None:
         result = visits.unplace(session, collection_path, href)
         if result is None:
             return
         visit_id, trashed = result
-        cards.sync(session, visits.attendees(session, visit_id))
+        cards.attendance_changed(session, visits.attendees(session, visit_id))
         if trashed:
             notes.append(audit.Note("visit.delete", f"crm:visit/{visit_id}",
                                     summary=f"visit to trash: {why}"))
@@ -208,6 +200,17 @@ class Ingestion:
             audit.append_many(session, audit.dav_stream(owner), [
                 audit.Note(n.action, n.object, actor, client, n.before, n.after, n.summary)
                 for n in notes])
+
+
+def _visit_summary(facts: EventFacts, outcome: visits.Outcome, match: Match,
+                   people: int) -> str:
+    tag = f"customer {match.customer_id} ({match.method}, {match.score})" \
+        if match.customer_id else "untagged"
+    text = f"{outcome.action}d visit {facts.summary!r}: {tag}, {people} external " \
+           f"participant(s), {len(facts.occurrences)} occurrence(s)"
+    if outcome.action == "update":
+        text += "; changed " + ", ".join(outcome.changed)
+    return text
 
 
 def _owner(path: str) -> str:

@@ -31,6 +31,7 @@ class Outcome:
     action: str                 # create / update / restore / unchanged
     changed: tuple[str, ...]    # names of the visit fields that changed
     contacts_changed: frozenset[int]
+    placed: bool                # newly placed in this calendar (or for another rep)
 
 
 def placement(session: Session, collection_path: str, href: str) -> Optional[VisitPlacement]:
@@ -56,6 +57,7 @@ def record(session: Session, facts: EventFacts, collection_path: str, href: str,
         action = "restore"
     changed = _apply(visit, facts, match)
     session.flush()
+    placed = here is None or here.rep != rep
     if here is None:
         session.add(VisitPlacement(visit_id=visit.id, collection_path=collection_path,
                                    href=href, rep=rep))
@@ -64,9 +66,10 @@ def record(session: Session, facts: EventFacts, collection_path: str, href: str,
     elif here.rep != rep:
         here.rep = rep
         changed.append("reps")
-    if _set_occurrences(session, visit.id, facts):
+    fresh = action == "create"
+    if _set_occurrences(session, visit.id, facts, fresh):
         changed.append("occurrences")
-    contacts_changed = _set_attendance(session, visit.id, attendance)
+    contacts_changed = _set_attendance(session, visit.id, attendance, fresh)
     if contacts_changed:
         changed.append("attendees")
     if action == "update" and not changed:
@@ -74,7 +77,7 @@ def record(session: Session, facts: EventFacts, collection_path: str, href: str,
     elif changed:
         visit.updated_at = utcnow()
     session.flush()
-    return Outcome(visit.id, action, tuple(changed), frozenset(contacts_changed))
+    return Outcome(visit.id, action, tuple(changed), frozenset(contacts_changed), placed)
 
 
 _FIELDS = ("summary", "location", "start", "end", "status", "recurring")
@@ -99,16 +102,18 @@ def _apply(visit: Visit, facts: EventFacts, match: Match) -> list[str]:
     return changed
 
 
-def _set_occurrences(session: Session, visit_id: int, facts: EventFacts) -> bool:
-    rows = session.execute(select(VisitOccurrence.start, VisitOccurrence.end,
-                                  VisitOccurrence.recurrence_id, VisitOccurrence.status)
-                           .where(VisitOccurrence.visit_id == visit_id)
-                           .order_by(VisitOccurrence.start, VisitOccurrence.id)).all()
-    current = [(_aware(r.start), _aware(r.end), r.recurrence_id, r.status) for r in rows]
+def _set_occurrences(session: Session, visit_id: int, facts: EventFacts, fresh: bool) -> bool:
+    """Replace the occurrences if they differ; ``fresh``: the visit was just created."""
     wanted = [(o.start, o.end, o.recurrence_id, o.status) for o in facts.occurrences]
-    if current == wanted:
-        return False
-    session.execute(delete(VisitOccurrence).where(VisitOccurrence.visit_id == visit_id))
+    if not fresh:
+        rows = session.execute(select(VisitOccurrence.start, VisitOccurrence.end,
+                                      VisitOccurrence.recurrence_id, VisitOccurrence.status)
+                               .where(VisitOccurrence.visit_id == visit_id)
+                               .order_by(VisitOccurrence.start, VisitOccurrence.id)).all()
+        current = [(_aware(r.start), _aware(r.end), r.recurrence_id, r.status) for r in rows]
+        if current == wanted:
+            return False
+        session.execute(delete(VisitOccurrence).where(VisitOccurrence.visit_id == visit_id))
     if wanted:
         session.execute(insert(VisitOccurrence), [dict(
             visit_id=visit_id, start=s, end=e, recurrence_id=r, status=st)
@@ -116,9 +121,10 @@ def _set_occurrences(session: Session, visit_id: int, facts: EventFacts) -> bool
     return True
 
 
-def _set_attendance(session: Session, visit_id: int, attendance: Sequence[Attendance]
-                    ) -> set[int]:
-    current = {r.contact_id: (r.partstat, r.role) for r in session.execute(
+def _set_attendance(session: Session, visit_id: int, attendance: Sequence[Attendance],
+                    fresh: bool) -> set[int]:
+    """Make the attendance ``attendance``; returns the contacts who joined or left."""
+    current = {} if fresh else {r.contact_id: (r.partstat, r.role) for r in session.execute(
         select(VisitAttendance.contact_id, VisitAttendance.partstat, VisitAttendance.role)
         .where(VisitAttendance.visit_id == visit_id))}
     wanted = {a.contact_id: (a.partstat, a.role) for a in attendance}
