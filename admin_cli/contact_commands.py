@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import func, select
 
 from admin_cli.context import change, operator, record, settings, unit_of_work
-from admin_cli.output import emit
+from admin_cli.output import emit, emit_record
 from server.crm import contacts, customers, operations
 from server.crm.models import VisitAttendance
 
@@ -76,12 +76,7 @@ def cmd_show(args, engine) -> int:
                    visits=session.scalar(select(func.count()).select_from(VisitAttendance)
                                          .where(VisitAttendance.contact_id == c.id)),
                    published_cards=contacts.count_cards(session, c.id))
-    if args.json:
-        emit([row], [], True)
-        return 0
-    for key, value in row.items():
-        value = ", ".join(value) if isinstance(value, list) else value
-        print(f"{key + ':':17} {value if value not in (None, '') else '-'}")
+    emit_record(row, args.json)
     return 0
 
 

@@ -7,7 +7,7 @@ import json
 from sqlalchemy import func, select
 
 from admin_cli.context import change, record, unit_of_work
-from admin_cli.output import emit
+from admin_cli.output import emit, emit_record
 from server.crm import customers, operations
 from server.crm.models import Contact, Customer, Visit
 
@@ -83,15 +83,9 @@ def cmd_show(args, engine) -> int:
             Contact.customer_id == customer.id))
         row["visits"] = session.scalar(select(func.count()).select_from(Visit).where(
             Visit.customer_id == customer.id, Visit.deleted_at.is_(None)))
-    if args.json:
-        emit([row], [], True)
-        return 0
-    for key, value in row.items():
-        if key == "collaborators":
-            value = ", ".join(f"{c['user']} ({c['access']})" for c in value) or "-"
-        elif isinstance(value, list):
-            value = ", ".join(value) or "-"
-        print(f"{key + ':':15} {value if value is not None else '-'}")
+    if not args.json:
+        row["collaborators"] = [f"{c['user']} ({c['access']})" for c in row["collaborators"]]
+    emit_record(row, args.json)
     return 0
 
 

@@ -28,3 +28,15 @@ def _cell(value: Any) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     return str(value)
+
+
+def emit_record(row: dict[str, Any], as_json: bool) -> None:
+    """One object: JSON, or ``key: value`` lines (lists joined, empty shown as -)."""
+    if as_json:
+        emit([row], [], True)
+        return
+    width = max(len(k) for k in row) + 2
+    for key, value in row.items():
+        if isinstance(value, list):
+            value = ", ".join(map(str, value))
+        print(f"{key + ':':{width}} {value if value not in (None, '') else '-'}")
