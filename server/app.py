@@ -55,6 +55,10 @@ class CrmApplication(Application):
         with request_context.bound(context):
             answers = super().__call__(environ, capture)
         code = int(captured["status"].split(" ", 1)[0])
+        if context.refusal is not None and code >= 400:
+            status, reason = context.refusal
+            return _plain(start_response, status, reason, _keep(captured["headers"]),
+                          head=context.method == "HEAD")
         if context.db_unavailable and code >= 500:
             return _plain(start_response, client.SERVICE_UNAVAILABLE,
                           "the database is unavailable, retry later",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterator, Optional
 
 _local = threading.local()
@@ -24,6 +24,8 @@ class RequestContext:
     decoder: Optional[Callable[[bytes], str]] = None
     reason: Optional[str] = None          # one line telling the client why it was refused
     db_unavailable: bool = False          # the database failed: answer 503, not 500
+    refusal: Optional[tuple[int, str]] = None   # a plugin refused: this status and reason
+    memo: dict = field(default_factory=dict)    # per-request cache (rights decisions, ...)
     _text: Optional[str] = None
 
     @property
@@ -59,3 +61,17 @@ def mark_db_unavailable() -> None:
     context = current()
     if context is not None:
         context.db_unavailable = True
+
+
+def refuse(status: int, reason: str) -> None:
+    """A plugin refuses the request with ``status`` (e.g. 403) and one line of reason; it
+    then raises, and whatever error Radicale makes of that is answered with this instead."""
+    context = current()
+    if context is not None and context.refusal is None:
+        context.refusal = (status, reason)
+
+
+def memo() -> dict:
+    """A dict that lives as long as the request (a fresh, unshared one outside requests)."""
+    context = current()
+    return context.memo if context is not None else {}

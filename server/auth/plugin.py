@@ -3,6 +3,9 @@
 Users live in the CRM database. A password is verified with passlib once per process; after
 that each request costs one indexed look-up, which still sees a disabled account or a
 changed password at once (the cache is keyed on the stored hash).
+
+The user's role and teams go to Radicale as groups (``role:rep``, ``team:north``), read
+afresh on every request, for the rights plugin to decide from.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from radicale import auth
 from sqlalchemy.orm import Session
 
 from server import request_context
-from server.crm import db, users
+from server.crm import access, db, users
 
 logger = logging.getLogger("radicale-crm")
 
@@ -35,6 +38,9 @@ class Auth(auth.BaseAuth):
         return hashlib.sha256(self._salt + password.encode("utf-8")).digest()
 
     def _login(self, login: str, password: str) -> str:
+        return self._login_ext_with_groups(login, password, None)[0]
+
+    def _login_ext_with_groups(self, login: str, password: str, context) -> tuple[str, set]:
         try:
             return self._check(login.strip().lower(), password)
         except Exception as e:
@@ -42,24 +48,24 @@ class Auth(auth.BaseAuth):
                 request_context.mark_db_unavailable()
             raise
 
-    def _check(self, username: str, password: str) -> str:
+    def _check(self, username: str, password: str) -> tuple[str, set]:
         if not username or not password:
-            return ""
+            return "", set()
         with Session(self._engine) as session:
             state = users.login_state(session, username)
             if state is None or state[1]:
                 users.passwords.dummy_verify()
-                return ""
+                return "", set()
             stored_hash = state[0]
             cached = self._verified.get(username)
-            if cached and cached[0] == stored_hash and \
-                    hmac.compare_digest(cached[1], self._digest(password)):
-                return username
-            if not users.verify_password(session, username, password):
-                return ""
-            session.commit()  # keeps a re-hash of a deprecated scheme
-            fresh = users.login_state(session, username)
-        with self._lock:
-            self._verified[username] = (fresh[0] if fresh else stored_hash,
-                                        self._digest(password))
-        return username
+            if not (cached and cached[0] == stored_hash and
+                    hmac.compare_digest(cached[1], self._digest(password))):
+                if not users.verify_password(session, username, password):
+                    return "", set()
+                session.commit()  # keeps a re-hash of a deprecated scheme
+                fresh = users.login_state(session, username)
+                with self._lock:
+                    self._verified[username] = (fresh[0] if fresh else stored_hash,
+                                                self._digest(password))
+            groups = access.groups_of(session, users.get_user(session, username))
+        return username, groups

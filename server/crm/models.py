@@ -365,3 +365,43 @@ class ContactCard(Base):
     contact_id: Mapped[int] = mapped_column(ForeignKey("crm_contacts.id", ondelete="CASCADE"))
     collection_id: Mapped[int] = mapped_column(
         ForeignKey("dav_collections.id", ondelete="CASCADE"), index=True)
+
+
+# --- rights: teams and grants ----------------------------------------------------------------
+
+class Team(Base):
+    __tablename__ = "teams"
+
+    id: Mapped[intpk]
+    name: Mapped[name_str] = mapped_column(unique=True)
+    created_at: Mapped[timestamp] = mapped_column(default=utcnow)
+
+
+class TeamMember(Base):
+    __tablename__ = "team_members"
+    __table_args__ = (UniqueConstraint("team_id", "user_id"),)
+
+    id: Mapped[intpk]
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+
+
+class Grant(Base):
+    """Access to one collection for a user, a team or a role, at one level.
+
+    Keyed on the collection's id: deleting the collection revokes its grants, and a new
+    collection of the same name does not inherit them.
+    """
+
+    __tablename__ = "grants"
+    __table_args__ = (UniqueConstraint("collection_id", "subject_kind", "subject"),
+                      Index("ix_grants_subject", "subject_kind", "subject"))
+
+    id: Mapped[intpk]
+    collection_id: Mapped[int] = mapped_column(
+        ForeignKey("dav_collections.id", ondelete="CASCADE"))
+    subject_kind: Mapped[str] = mapped_column(String(10))     # user / team / role
+    subject: Mapped[name_str]
+    level: Mapped[str] = mapped_column(String(10))            # busy / summary / read / write
+    created_by: Mapped[Optional[str]] = mapped_column(String(255))
+    created_at: Mapped[timestamp] = mapped_column(default=utcnow)

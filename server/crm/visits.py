@@ -271,3 +271,17 @@ def _aware(value: Optional[dt.datetime]) -> Optional[dt.datetime]:
     if value is None:
         return None
     return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+
+
+def customer_titles(session: Session, uids: Sequence[str]) -> dict[str, str]:
+    """The short name (else the name) of the customer each visit UID is tagged with: what a
+    ``summary`` reader sees as the event's title."""
+    wanted = list(dict.fromkeys(u for u in uids if u))
+    out: dict[str, str] = {}
+    for i in range(0, len(wanted), 500):
+        rows = session.execute(
+            select(Visit.uid, Customer.short_name, Customer.name)
+            .join(Customer, Customer.id == Visit.customer_id)
+            .where(Visit.uid.in_(wanted[i:i + 500]), Visit.deleted_at.is_(None)))
+        out.update((uid, short or name) for uid, short, name in rows)
+    return out

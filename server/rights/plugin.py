@@ -1,15 +1,60 @@
 """Radicale rights plugin: ``[rights] type = server.rights.plugin``.
 
-Adapts Radicale 3.9's ``BaseRights.authorization`` to ``server.rights.policy``.
+Adapts Radicale 3.9's ``BaseRights.authorization(user, user_groups, path)`` to
+``server.rights.policy``: the requester's role and teams come from the groups the auth
+plugin hands over (``role:rep``, ``team:north``), the collection's owner and grants from the
+database. Radicale asks several times per request; answers are kept for that request only,
+so a revoked grant or a new role counts from the next request on.
 """
 
 from __future__ import annotations
 
-from radicale import pathutils, rights
+import logging
 
+from radicale import pathutils, rights
+from sqlalchemy.orm import Session
+
+from server import request_context
+from server.crm import access, db
 from server.rights import policy
+
+logger = logging.getLogger("radicale-crm")
 
 
 class Rights(rights.BaseRights):
+
+    def __init__(self, configuration) -> None:
+        super().__init__(configuration)
+        self._engine = db.shared_engine(db.url_from_config(configuration))
+
     def authorization(self, user: str, user_groups: set, path: str) -> str:
-        return policy.permissions(user or "", pathutils.strip_path(path))
+        if not user:
+            return ""
+        sane = pathutils.strip_path(path)
+        memo = request_context.memo()
+        key = ("rights", user, sane)
+        if key not in memo:
+            try:
+                memo[key] = self._decide(user, user_groups or set(), sane, memo)
+            except Exception as e:
+                if db.is_outage(e):
+                    request_context.mark_db_unavailable()
+                raise
+        return memo[key]
+
+    def _decide(self, user: str, groups: set, path: str, memo: dict) -> str:
+        with Session(self._engine) as session:
+            subject = subject_of(session, user, groups, memo)
+            if subject is None:
+                return ""
+            return policy.letters(subject, access.resolve(session, path, subject).facts)
+
+
+def subject_of(session, user: str, groups: set, memo: dict):
+    """The requester: from the auth plugin's groups, or (where Radicale passes none, as for a
+    MOVE's destination) from the database."""
+    key = ("subject", user)
+    if key not in memo:
+        memo[key] = access.subject_from_groups(user, groups) or \
+            access.load_subject(session, user)
+    return memo[key]

@@ -19,7 +19,7 @@ from sqlalchemy import inspect
 from sqlalchemy.exc import IntegrityError
 
 from server import request_context
-from server.crm import dav, db
+from server.crm import access, dav, db
 from server.crm.dav import CollectionState
 from server.crm.errors import AlreadyExists, CrmError, NotFound
 from server.crm.settings import OPTIONS as CRM_OPTIONS
@@ -28,7 +28,8 @@ from server.crm_hooks import Hooks, WriteHooks
 from server.crm_hooks.audit import AuditHooks
 from server.crm_hooks.crm import CrmHooks
 from server.storage import mapping
-from server.storage.collection import Collection
+from server.rights import policy
+from server.storage.collection import Collection, chunks
 
 logger = logging.getLogger("radicale-crm")
 T = TypeVar("T")
@@ -43,6 +44,8 @@ PLUGIN_CONFIG_SCHEMA = {"storage": {
        for name, (default, help_) in CRM_OPTIONS.items()},
 }}
 
+_OWNER = policy.Decision("write", ("owner",), full=True)
+_INTERNAL = policy.Decision("write", ("server-internal",), full=True)
 _ROOT = CollectionState(id=0, path="", tag="", props={}, sync_key="root", revision=0,
                         pruned_revision=0,
                         modified_at=dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc))
@@ -97,6 +100,7 @@ class Storage(storage.BaseStorage):
                 info["user"] = user or ""
                 info["actor"] = kwargs.get("actor") or user or None
                 info["request"] = kwargs.get("request")
+                request_context.memo()["requester"] = user or ""
                 yield
 
     @contextlib.contextmanager
@@ -155,30 +159,99 @@ class Storage(storage.BaseStorage):
     def discover(self, path: str, depth: str = "0",
                  child_context_manager=None, user_groups=set()) -> Iterator:
         sane = pathutils.strip_path(pathutils.sanitize_path(path))
+        item = None
         with self.reading() as session:
-            state = _ROOT if sane == "" else dav.get_collection(session, sane)
-            if state is None:
+            collection = self._collection_at(session, sane)
+            if collection is None and sane:
                 parent_path, _, href = sane.rpartition("/")
-                parent = dav.get_collection(session, parent_path) if parent_path else None
-                stored = dav.get_item(session, parent.id, href) if parent and parent.tag \
-                    else None
-        if state is None:
-            if stored is not None:
-                yield mapping.to_radicale(stored, Collection(self, parent))
+                parent = self._collection_at(session, parent_path) if parent_path else None
+                if parent is not None and parent.tag:
+                    stored = dav.get_item(session, parent.state.id, href)
+                    item = parent.visible(session, [stored])[0] if stored else None
+        if collection is None:
+            if item is not None:
+                yield item
             return
-        collection = Collection(self, state)
         yield collection
         if depth == "0":
             return
         wrap = child_context_manager or (lambda _path, _href: contextlib.nullcontext())
         with self.reading() as session:
-            if state.tag:
-                for stored in dav.iter_items(session, state.id):
-                    with wrap(sane, stored.href):
-                        yield mapping.to_radicale(stored, collection)
+            if collection.tag:
+                for chunk in chunks(dav.iter_items(session, collection.state.id)):
+                    for stored, visible in zip(chunk, collection.visible(session, chunk)):
+                        with wrap(sane, stored.href):
+                            yield visible
+            if collection.is_mirror:
+                return
             for child in dav.child_collections(session, sane):
                 with wrap(child.path, None):
                     yield Collection(self, child)
+            subject = self.requester_subject(session)
+            if subject is not None and sane == subject.name:
+                for state, decision in access.shared_with(session, subject):
+                    mirror = Collection(self, state, access.mirror_path(sane, state.id),
+                                        decision)
+                    with wrap(mirror.path, None):
+                        yield mirror
+
+    def _collection_at(self, session, sane: str) -> Optional[Collection]:
+        """The collection at ``sane``: a stored one, or another user's collection shared
+        with the requester and presented in their home."""
+        if sane == "":
+            return Collection(self, _ROOT)
+        state = dav.get_collection(session, sane)
+        if state is not None:
+            return Collection(self, state)
+        home, _, name = sane.partition("/")
+        target_id = access.mirror_id(name) if "/" not in name else None
+        subject = self.requester_subject(session) if target_id is not None else None
+        if subject is None or subject.name != home:
+            return None
+        target = access.collection_by_id(session, target_id)
+        if target is None or not target.tag or target.path.count("/") != 1 or \
+                target.path.split("/")[0] == home:
+            return None
+        decision = self.view_of(target)
+        return Collection(self, target, sane, decision) if decision.level else None
+
+    # --- who is asking ---------------------------------------------------------------------
+    def requester_subject(self, session) -> Optional[policy.Subject]:
+        """The user of the current request (None outside requests, or if unknown)."""
+        context = request_context.current()
+        user = context.memo.get("requester") if context is not None else None
+        if not user:
+            return None
+        key = ("subject", user)
+        if key not in context.memo:
+            context.memo[key] = access.load_subject(session, user)
+        return context.memo[key]
+
+    def view_of(self, state: CollectionState) -> policy.Decision:
+        """What the requester may see of a collection. Outside a request (the CLI, tests of
+        the storage contract) everything is visible; inside one the rights policy decides."""
+        context = request_context.current()
+        if context is None or "requester" not in context.memo:
+            return _INTERNAL
+        user = context.memo["requester"]
+        key = ("view", user, state.id)
+        if key in context.memo:
+            return context.memo[key]
+        owner = state.path.split("/", 1)[0]
+        if user and owner == user:
+            decision = _OWNER
+        else:
+            with self.reading() as session:
+                subject = self.requester_subject(session)
+                if subject is None:
+                    decision = policy.NO_ACCESS
+                elif state.path.count("/") != 1:
+                    decision = _OWNER if subject.role == "admin" else policy.NO_ACCESS
+                else:
+                    facts = access.resolve(session, state.path, subject).facts
+                    decision = policy.decide(subject, facts.target, facts.grants)
+        context.memo[key] = decision
+        return decision
 
     def create_collection(self, href: str, items: Optional[Iterable[radicale_item.Item]] = None,
                           props=None):
@@ -192,6 +265,8 @@ class Storage(storage.BaseStorage):
             collection, created = self._ensure_collection(sane, actor)
             return (collection if created else None), {}, []
         props = dict(props)
+        if sane.count("/") == 1:
+            self._check_may_own(sane)
         # Only a whole-collection PUT (it has items) replaces an existing collection; MKCOL
         # and MKCALENDAR checked it was absent, so finding one here is a lost race.
         replace = items is not None
@@ -210,6 +285,16 @@ class Storage(storage.BaseStorage):
         collection = Collection(self, state)
         replaced = {old.href: mapping.to_radicale(old, collection) for old in old_items}
         return collection, replaced, new_hrefs
+
+    def _check_may_own(self, sane: str) -> None:
+        """Viewers and externals own no calendars or address books (not even Radicale's
+        predefined ones, which it creates without asking the rights plugin)."""
+        home = sane.split("/", 1)[0]
+        with self.reading() as session:
+            role = access.load_owner(session, home).role
+        if role and role not in policy.OWNS_COLLECTIONS:
+            Collection.refuse(f"{home} has role {role}, which owns no calendars or "
+                              "address books")
 
     def _ensure_collection(self, sane: str, actor: Optional[str]) -> tuple[Collection, bool]:
         """The collection, and whether this call created it."""
@@ -246,6 +331,8 @@ class Storage(storage.BaseStorage):
         assert isinstance(item.collection, Collection) and isinstance(to_collection, Collection)
         source, target, actor = item.collection, to_collection, self.actor()
         with self.writing() as session:
+            source.check_seen_in_full(session, item.href, "move")
+            target.check_seen_in_full(session, to_href, "overwrite")
             old, new, _replaced = self.translate(lambda: dav.move_item(
                 session, source.state, item.href, target.state, to_href))
             self.hooks.item_moved(session, source.state, target.state, old, new, actor)
