@@ -10,7 +10,8 @@ import sys
 from typing import Optional, Sequence
 
 from admin_cli import (audit_commands, contact_commands, context, customer_commands,
-                       db_commands, trash_commands, user_commands, visit_commands)
+                       db_commands, grant_commands, team_commands, trash_commands,
+                       user_commands, visit_commands)
 from server.crm import db
 from server.crm.errors import CrmError
 
@@ -24,6 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     nouns = parser.add_subparsers(dest="noun", required=True, metavar="NOUN")
     db_commands.register(nouns)
     user_commands.register(nouns)
+    team_commands.register(nouns)
+    grant_commands.register(nouns)
     audit_commands.register(nouns)
     customer_commands.register(nouns)
     contact_commands.register(nouns)

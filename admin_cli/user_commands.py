@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import sys
 
-from admin_cli.context import record, unit_of_work
+from admin_cli.context import change, record, unit_of_work
 from admin_cli.output import emit
-from server.crm import users
+from server.crm import access, handover, users
 from server.crm.errors import InvalidInput
 
 
@@ -19,7 +19,10 @@ def register(nouns) -> None:
     add.add_argument("name")
     add.add_argument("--password-stdin", action="store_true",
                      help="read the password from the first line of standard input")
-    add.add_argument("--role", default="rep", choices=users.ROLES)
+    add.add_argument("--role", default="rep", help=f"one of {', '.join(users.ROLES)} "
+                                                   "(default: rep)")
+    add.add_argument("--team", action="append", default=[], metavar="TEAM",
+                     help="put the user in this (existing) team; repeatable")
     add.add_argument("--email")
     add.add_argument("--if-missing", action="store_true",
                      help="do nothing (exit 0) when the user already exists")
@@ -34,6 +37,20 @@ def register(nouns) -> None:
         sub = verbs.add_parser(verb, help=helptext)
         sub.add_argument("name")
         sub.set_defaults(handler=cmd_set_disabled, disabled=flag)
+
+    set_role = verbs.add_parser("set-role", help="change a user's role")
+    set_role.add_argument("name")
+    set_role.add_argument("role", help=", ".join(users.ROLES))
+    set_role.set_defaults(handler=cmd_set_role)
+
+    handover = verbs.add_parser(
+        "handover", help="move a user's calendars, future visits, customers and grants to "
+                         "another user (prints the plan first)")
+    handover.add_argument("name")
+    handover.add_argument("--to", required=True, metavar="OTHER")
+    handover.add_argument("--dry-run", action="store_true",
+                          help="print what would be done, change nothing")
+    handover.set_defaults(handler=cmd_handover)
 
     passwd = verbs.add_parser("passwd", help="set a new password")
     passwd.add_argument("name")
@@ -59,10 +76,15 @@ def cmd_add(args, engine) -> int:
                 return 0
     password, generated = _password(args.password_stdin)
     with unit_of_work(engine) as session:
+        teams = [access.find_team(session, t) for t in args.team]
         user = users.add_user(session, args.name, password, role=args.role, email=args.email)
         name = user.username
-        record(session, "user.add", f"user:{name}", f"created user {name} (role {args.role})")
-    print(f"user {name} created (role {args.role})")
+        for team in teams:
+            access.add_member(session, team, user)
+        in_teams = f", teams {', '.join(t.name for t in teams)}" if teams else ""
+        summary = f"user {name} created (role {args.role}{in_teams})"
+        record(session, "user.add", f"user:{name}", summary)
+    print(summary)
     if generated:
         print(f"password: {password}")
     return 0
@@ -82,6 +104,29 @@ def cmd_set_disabled(args, engine) -> int:
         verb = "disabled" if args.disabled else "enabled"
         record(session, f"user.{verb[:-1]}", f"user:{name}", f"{verb} user {name}")
     print(f"user {name} {'disabled' if args.disabled else 'enabled'}")
+    return 0
+
+
+def cmd_set_role(args, engine) -> int:
+    def operation(session) -> str:
+        user = users.get_user(session, args.name)
+        before = user.role
+        users.set_role(session, user, args.role)
+        return f"role of {user.username}: {before} -> {user.role}"
+    return change(engine, "user.set_role", f"user:{args.name.strip().lower()}", operation)
+
+
+def cmd_handover(args, engine) -> int:
+    with unit_of_work(engine) as session:
+        plan = handover.plan(session, args.name, args.to)
+        print("\n".join(plan.lines()))
+        if args.dry_run:
+            print("dry run: nothing changed")
+            return 0
+        handover.apply(session, plan)
+        record(session, "user.handover", f"user:{plan.user}",
+               plan.summary() + "\n" + "\n".join(plan.lines()[1:]))
+    print(plan.summary())
     return 0
 
 

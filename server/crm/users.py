@@ -13,8 +13,7 @@ from sqlalchemy.orm import Session
 
 from server.crm.errors import AlreadyExists, InvalidInput, NotFound
 from server.crm.models import User
-
-ROLES = ("admin", "manager", "rep", "viewer", "external")
+from server.rights.policy import ROLES  # the one list of roles
 
 # argon2id is the scheme new hashes get; bcrypt hashes (imported from elsewhere) still verify
 # and are re-hashed to argon2 at the next successful login ("deprecated=auto").
@@ -74,8 +73,7 @@ def get_user(session: Session, username: str) -> User:
 def add_user(session: Session, username: str, password: str, role: str = "rep",
              email: Optional[str] = None) -> User:
     username = normalize_username(username)
-    if role not in ROLES:
-        raise InvalidInput(f"unknown role {role!r}: choose one of {', '.join(ROLES)}")
+    check_role(role)
     if session.scalar(select(User.id).where(User.username == username)) is not None:
         raise AlreadyExists("user", username)
     user = User(username=username, password_hash=passwords.hash(check_password(password)),
@@ -92,6 +90,18 @@ def list_users(session: Session) -> list[User]:
 def set_disabled(session: Session, username: str, disabled: bool) -> User:
     user = get_user(session, username)
     user.disabled = disabled
+    return user
+
+
+def check_role(role: str) -> str:
+    if role not in ROLES:
+        raise InvalidInput(f"unknown role {role!r}: choose one of {', '.join(ROLES)}")
+    return role
+
+
+def set_role(session: Session, user: User, role: str) -> User:
+    user.role = check_role(role)
+    session.flush()
     return user
 
 
