@@ -92,8 +92,11 @@ def cmd_add(args, engine) -> int:
 
 def cmd_list(args, engine) -> int:
     with unit_of_work(engine) as session:
-        rows = [users.UserInfo.of(u).__dict__ for u in users.list_users(session)]
-    emit(rows, ["username", "role", "email", "disabled", "created_at"], args.json)
+        listed = users.list_users(session)
+        teams = access.teams_of(session, [u.id for u in listed])
+        rows = [{**users.UserInfo.of(u).__dict__, "teams": sorted(teams[u.id])}
+                for u in listed]
+    emit(rows, ["username", "role", "teams", "email", "disabled", "created_at"], args.json)
     return 0
 
 
