@@ -82,9 +82,9 @@ def cmd_add(args, engine) -> int:
         for team in teams:
             access.add_member(session, team, user)
         in_teams = f", teams {', '.join(t.name for t in teams)}" if teams else ""
-        summary = f"user {name} created (role {args.role}{in_teams})"
-        record(session, "user.add", f"user:{name}", summary)
-    print(summary)
+        record(session, "user.add", f"user:{name}",
+               f"created user {name} (role {args.role}{in_teams})")
+    print(f"user {name} created (role {args.role}{in_teams})")
     if generated:
         print(f"password: {password}")
     return 0

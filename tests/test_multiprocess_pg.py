@@ -446,7 +446,7 @@ def test_concurrent_mkcalendar_of_the_same_path(pg_servers):
     a, b = clients_for(pg_servers, user, password)
     assert a.propfind(f"/{user}/", "", "0").status == 207
     for k in range(3):
-        path = f"/{user}/shared-{k}/"
+        path = f"/{user}/team-{k}/"
         barrier = threading.Barrier(2)
 
         def make(client: Client) -> Reply:
@@ -469,7 +469,7 @@ def test_concurrent_mkcalendar_of_the_same_path(pg_servers):
     _, home = multistatus(a.propfind(f"/{user}/", "", "1"))
     assert set(home) == {f"/{user}/", f"/{user}/calendar/", f"/{user}/contacts/",
                          *crm_books(user)} | {
-        f"/{user}/shared-{k}/" for k in range(3)}
+        f"/{user}/team-{k}/" for k in range(3)}
 
 
 def test_one_invitation_reaching_two_reps_at_once_is_one_visit(pg_servers):

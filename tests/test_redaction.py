@@ -110,7 +110,7 @@ def office(db_url):
 
 def reads(reader: Dav, cal: str) -> dict[str, str]:
     """Everything ``reader`` can read of the calendar, by every method, keyed by method."""
-    query = f"""<?xml version="1.0" encoding="utf-8"?>
+    query = """<?xml version="1.0" encoding="utf-8"?>
 <C:calendar-query xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav">
 <D:prop><D:getetag/><C:calendar-data/></D:prop>
 <C:filter><C:comp-filter name="VCALENDAR"><C:comp-filter name="VEVENT">

@@ -111,9 +111,13 @@ def resolve(session: Session, path: str, subject: Optional[Subject] = None) -> R
         kind = "mirror"
     owner_name = state.path.split("/")[0] if state else home
     name = state.path.split("/")[1] if state else parts[1]
-    target = Target(load_owner(session, owner_name), name, state.tag if state else "",
-                    exists=state is not None)
-    grants = grants_on(session, state.id) if state else ()
+    if subject is not None and owner_name == subject.name:
+        # One's own collection: the decision needs neither the grants nor another look-up.
+        owner, grants = Owner(subject.name, subject.role, subject.teams), ()
+    else:
+        owner = load_owner(session, owner_name)
+        grants = grants_on(session, state.id) if state else ()
+    target = Target(owner, name, state.tag if state else "", exists=state is not None)
     return Resolved(PathFacts(kind, home, target, grants), state)
 
 
