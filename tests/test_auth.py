@@ -7,7 +7,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy import select
 
 from davclient import Dav
-from server.crm import db, users
+from server.crm import access, db, users
 from server.crm.models import User
 
 
@@ -47,3 +47,16 @@ def test_bcrypt_hash_is_accepted_and_upgraded_to_argon2(app, make_user, db_url):
 def test_login_is_case_insensitive_on_the_name(app, make_user):
     name, password = make_user()
     assert Dav(app, name.upper(), password).propfind(f"/{name}/").status == 207
+
+
+def test_role_and_teams_reach_radicale_as_groups_read_afresh(app, make_user, db_url):
+    name, password = make_user(role="manager")
+    auth = app._auth
+    assert auth._login_ext_with_groups(name, password, None) == (name, {"role:manager"})
+    team = "grp-" + name
+    with Session(db.shared_engine(db_url)) as s, s.begin():
+        access.add_member(s, access.add_team(s, team), users.get_user(s, name))
+        users.set_role(s, users.get_user(s, name), "viewer")
+    assert auth._login_ext_with_groups(name, password, None) == (
+        name, {"role:viewer", f"team:{team}"})
+    assert auth._login_ext_with_groups(name, "wrong password", None) == ("", set())
