@@ -67,5 +67,5 @@ class Auth(auth.BaseAuth):
                 with self._lock:
                     self._verified[username] = (fresh[0] if fresh else stored_hash,
                                                 self._digest(password))
-            groups = access.groups_of(session, users.get_user(session, username))
+            groups = access.groups_of(session, username)
         return username, groups

@@ -7,7 +7,6 @@ The decision itself is ``server.rights.policy`` (pure); this module loads what i
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Iterable, Optional
 
 from sqlalchemy import delete, or_, select
@@ -38,9 +37,14 @@ def teams_of(session: Session, user_ids: Iterable[int]) -> dict[int, frozenset]:
     return {k: frozenset(v) for k, v in out.items()}
 
 
-def groups_of(session: Session, user: User) -> set[str]:
-    """What the auth plugin hands Radicale: ``role:<role>`` and ``team:<name>`` entries."""
-    return {f"role:{user.role}", *(f"team:{t}" for t in teams_of(session, [user.id])[user.id])}
+def groups_of(session: Session, username: str) -> set[str]:
+    """What the auth plugin hands Radicale: ``role:<role>`` and ``team:<name>`` entries
+    (one query)."""
+    rows = session.execute(
+        select(User.role, Team.name).select_from(User)
+        .outerjoin(TeamMember, TeamMember.user_id == User.id)
+        .outerjoin(Team, Team.id == TeamMember.team_id).where(User.username == username)).all()
+    return {f"role:{role}" for role, _ in rows} | {f"team:{team}" for _, team in rows if team}
 
 
 def subject_from_groups(name: str, groups: Iterable[str]) -> Optional[Subject]:
@@ -81,44 +85,42 @@ def mirror_path(home: str, collection_id: int) -> str:
     return f"{home}/{policy.MIRROR_PREFIX}{collection_id}"
 
 
-@dataclass(frozen=True)
-class Resolved:
-    """A sanitized path looked up: the facts for the policy and, for a collection or a
-    mirror, the real collection behind it (None when it does not exist yet)."""
-
-    facts: PathFacts
-    state: Optional[CollectionState] = None
-
-
-def resolve(session: Session, path: str, subject: Optional[Subject] = None) -> Resolved:
+def resolve(session: Session, path: str, subject: Optional[Subject] = None) -> PathFacts:
+    """The facts the policy needs about a sanitized path, as ``subject`` sees it."""
     if not path:
-        return Resolved(PathFacts("root"))
+        return PathFacts("root")
     parts = path.split("/")
     home = parts[0]
     if len(parts) == 1:
         sees = False
         if subject is not None and subject.name != home and subject.teams:
             sees = bool(load_owner(session, home).teams & subject.teams)
-        return Resolved(PathFacts("principal", home, sees_home=sees))
+        return PathFacts("principal", home, sees_home=sees)
     if len(parts) > 2:
-        return Resolved(PathFacts("deep", home))
+        return PathFacts("deep", home)
+    if subject is not None and home == subject.name and \
+            subject.role in policy.OWNS_COLLECTIONS and \
+            not parts[1].startswith(policy.MIRROR_PREFIX):
+        # One's own collection, existing or not: the owner writes it (the policy keeps the
+        # CRM's books read-only by name). No look-up needed.
+        return PathFacts("collection", home,
+                         Target(Owner(subject.name, subject.role, subject.teams), parts[1]))
     state = dav.get_collection(session, path)
     kind = "collection"
     if state is None and mirror_id(parts[1]) is not None:
         state = collection_by_id(session, mirror_id(parts[1]))
         if state is None or state.path.count("/") != 1 or not state.tag:
-            return Resolved(PathFacts("deep", home))
+            return PathFacts("deep", home)
         kind = "mirror"
     owner_name = state.path.split("/")[0] if state else home
     name = state.path.split("/")[1] if state else parts[1]
     if subject is not None and owner_name == subject.name:
-        # One's own collection: the decision needs neither the grants nor another look-up.
         owner, grants = Owner(subject.name, subject.role, subject.teams), ()
     else:
         owner = load_owner(session, owner_name)
         grants = grants_on(session, state.id) if state else ()
     target = Target(owner, name, state.tag if state else "", exists=state is not None)
-    return Resolved(PathFacts(kind, home, target, grants), state)
+    return PathFacts(kind, home, target, grants)
 
 
 def collection_by_id(session: Session, collection_id: int) -> Optional[CollectionState]:

@@ -47,7 +47,7 @@ class Rights(rights.BaseRights):
             subject = subject_of(session, user, groups, memo)
             if subject is None:
                 return ""
-            return policy.letters(subject, access.resolve(session, path, subject).facts)
+            return policy.letters(subject, access.resolve(session, path, subject))
 
 
 def subject_of(session, user: str, groups: set, memo: dict):

@@ -248,7 +248,7 @@ class Storage(storage.BaseStorage):
                 elif state.path.count("/") != 1:
                     decision = _OWNER if subject.role == "admin" else policy.NO_ACCESS
                 else:
-                    facts = access.resolve(session, state.path, subject).facts
+                    facts = access.resolve(session, state.path, subject)
                     decision = policy.decide(subject, facts.target, facts.grants)
         context.memo[key] = decision
         return decision
