@@ -243,6 +243,9 @@ def test_shared_calendar_appears_in_the_sharee_home_named_after_its_owner(office
     listed = mirrors(office.bob)
     assert set(listed) == {f"Calendar ({office.alice.user})", f"Calendar ({office.mia.user})"}
     mirror = listed[f"Calendar ({office.alice.user})"]
+    owner = office.bob.propfind(mirror, """<?xml version="1.0" encoding="utf-8"?>
+<D:propfind xmlns:D="DAV:"><D:prop><D:owner/></D:prop></D:propfind>""").text
+    assert f"<href>/{office.alice.user}/</href>" in owner, owner
     texts = reads(office.bob, mirror)
     for method, text in texts.items():
         assert leaks(text) == [], method

@@ -50,6 +50,12 @@ class Collection(storage.BaseCollection):
         return self._presented is not None
 
     @property
+    def owner(self) -> str:
+        """The real owner, also where the collection is presented in a sharee's home
+        (PROPFIND's DAV:owner)."""
+        return self._state.path.split("/", 1)[0]
+
+    @property
     def id(self) -> int:
         return self._state.id
 
@@ -204,7 +210,6 @@ class Collection(storage.BaseCollection):
     @property
     def state(self) -> CollectionState:
         return self._state
-
 
 
 def chunks(stored: Iterable[dav.StoredItem], size: int = 200) -> Iterator[list[dav.StoredItem]]:
