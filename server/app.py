@@ -35,6 +35,33 @@ _XML_METHODS = {"PROPFIND", "PROPPATCH", "REPORT", "MKCOL", "MKCALENDAR"}
 _DTD = re.compile(rb"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
 
 
+class _RefusalsAreNotCrashes(logging.Filter):
+    """Radicale 3.9 logs any exception a method does not catch (DELETE catches none) as
+    "Exception: ..." plus a traceback on the root logger. A plugin's deliberate refusal is a
+    normal answer: it is logged as one line at info, without the traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        context = request_context.current()
+        if context is None or context.refusal is None or record.levelno < logging.ERROR:
+            return True
+        if record.name == "radicale":
+            # "Exception: ..." and the "... response status ... 500" line: the client gets
+            # the refusal's status, so that is what the log says, once.
+            if record.msg != "Exception: %s":
+                return "response status" not in str(record.msg)
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.msg, record.args = "Refused %s %s (%d): %s", (
+                context.method, context.path, *context.refusal)
+            return True
+        # the traceback Radicale writes on the root logger right after
+        return not (record.name == "root" and "Refused" in record.getMessage())
+
+
+_refusal_filter = _RefusalsAreNotCrashes()
+logging.getLogger("radicale").addFilter(_refusal_filter)
+logging.getLogger().addFilter(_refusal_filter)
+
+
 class CrmApplication(Application):
 
     def __call__(self, environ, start_response) -> Iterable[bytes]:

@@ -63,12 +63,19 @@ def mark_db_unavailable() -> None:
         context.db_unavailable = True
 
 
-def refuse(status: int, reason: str) -> None:
+class Refused(ValueError):
+    """Raised by a plugin that refused the request (see :func:`refuse`). A ``ValueError``,
+    so Radicale answers 400 where it expects one; the WSGI layer answers the status set."""
+
+
+def refuse(status: int, reason: str) -> Refused:
     """A plugin refuses the request with ``status`` (e.g. 403) and one line of reason; it
-    then raises, and whatever error Radicale makes of that is answered with this instead."""
+    raises what this returns, and whatever error Radicale makes of that is answered with
+    this status and reason instead."""
     context = current()
     if context is not None and context.refusal is None:
         context.refusal = (status, reason)
+    return Refused(reason)
 
 
 def memo() -> dict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import re
 from types import SimpleNamespace
 
@@ -207,7 +208,8 @@ def test_text_match_cannot_probe_hidden_text(office):
     assert probe(office.carol, "LOCATION", "Vienna") == []
 
 
-def test_a_redacted_copy_can_never_overwrite_delete_or_move_the_full_event(office, snapshot):
+def test_a_redacted_copy_can_never_overwrite_delete_or_move_the_full_event(office, snapshot,
+                                                                           caplog):
     mia, cal = office.mia, office.cal
     before = snapshot()
     for uid in ("priv", "conf"):
@@ -221,6 +223,9 @@ def test_a_redacted_copy_can_never_overwrite_delete_or_move_the_full_event(offic
             "Destination": f"http://127.0.0.1:5232{cal}{uid}-moved.ics"})
         assert moved.status == 403, moved.text
     assert snapshot() == before
+    # a refusal is a normal answer, not a crash with a traceback in the log
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+    assert any("Refused DELETE" in r.getMessage() for r in caplog.records)
     # what mia saw in full she may change
     changed = event("pub", domain=office.domain).replace("Vienna HQ", "Graz")
     assert mia.put(f"{cal}pub.ics", changed).status == 204

@@ -200,8 +200,7 @@ class Collection(storage.BaseCollection):
 
     @staticmethod
     def refuse(reason: str):
-        request_context.refuse(client.FORBIDDEN, reason)
-        raise ValueError(reason)
+        raise request_context.refuse(client.FORBIDDEN, reason)
 
     # --- helpers --------------------------------------------------------------------------
     def _plain_item(self, stored: dav.StoredItem) -> radicale_item.Item:
