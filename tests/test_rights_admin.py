@@ -122,6 +122,7 @@ BAD = [
     (["team", "add", "{team}"], "already exists"),
     (["team", "add-member", "nosuch", "{alice}"], "team 'nosuch' does not exist"),
     (["team", "add-member", "{team}", "nosuch"], "user 'nosuch' does not exist"),
+    (["team", "remove-member", "{team}", "{alice}"], "is not a member of team"),
     (["grant", "add", "{alice}/calendar", "--to", "user:nosuch", "--level", "read"],
      "user 'nosuch' does not exist"),
     (["grant", "add", "{alice}/calendar", "--to", "team:nosuch", "--level", "read"],

@@ -52,11 +52,11 @@ class Auth(auth.BaseAuth):
         if not username or not password:
             return "", set()
         with Session(self._engine) as session:
-            state = users.login_state(session, username)
-            if state is None or state[1]:
+            facts = access.login_facts(session, username)
+            if facts is None or facts[1]:
                 users.passwords.dummy_verify()
                 return "", set()
-            stored_hash = state[0]
+            stored_hash, _disabled, groups = facts
             cached = self._verified.get(username)
             if not (cached and cached[0] == stored_hash and
                     hmac.compare_digest(cached[1], self._digest(password))):
@@ -67,5 +67,4 @@ class Auth(auth.BaseAuth):
                 with self._lock:
                     self._verified[username] = (fresh[0] if fresh else stored_hash,
                                                 self._digest(password))
-            groups = access.groups_of(session, username)
         return username, groups

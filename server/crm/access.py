@@ -37,14 +37,18 @@ def teams_of(session: Session, user_ids: Iterable[int]) -> dict[int, frozenset]:
     return {k: frozenset(v) for k, v in out.items()}
 
 
-def groups_of(session: Session, username: str) -> set[str]:
-    """What the auth plugin hands Radicale: ``role:<role>`` and ``team:<name>`` entries
-    (one query)."""
+def login_facts(session: Session, username: str) -> Optional[tuple[str, bool, set[str]]]:
+    """(password hash, disabled, groups) of a user in one query, or None. The groups are
+    what the auth plugin hands Radicale: ``role:<role>`` and ``team:<name>``."""
     rows = session.execute(
-        select(User.role, Team.name).select_from(User)
+        select(User.password_hash, User.disabled, User.role, Team.name).select_from(User)
         .outerjoin(TeamMember, TeamMember.user_id == User.id)
         .outerjoin(Team, Team.id == TeamMember.team_id).where(User.username == username)).all()
-    return {f"role:{role}" for role, _ in rows} | {f"team:{team}" for _, team in rows if team}
+    if not rows:
+        return None
+    first = rows[0]
+    groups = {f"role:{first.role}"} | {f"team:{row.name}" for row in rows if row.name}
+    return first.password_hash or "", first.disabled, groups
 
 
 def subject_from_groups(name: str, groups: Iterable[str]) -> Optional[Subject]:
@@ -61,6 +65,16 @@ def load_subject(session: Session, name: str) -> Optional[Subject]:
     if row is None or row.disabled:
         return None
     return Subject(name, row.role, teams_of(session, [row.id])[row.id])
+
+
+def subject_of(session: Session, user: str, groups: Iterable[str], memo: dict
+               ) -> Optional[Subject]:
+    """The requester, once per request (``memo``): from the auth plugin's groups, or, where
+    there are none (a MOVE's destination, the storage plugin), from the database."""
+    key = ("subject", user)
+    if key not in memo:
+        memo[key] = subject_from_groups(user, groups) or load_subject(session, user)
+    return memo[key]
 
 
 def load_owner(session: Session, name: str) -> Owner:
@@ -109,7 +123,7 @@ def resolve(session: Session, path: str, subject: Optional[Subject] = None) -> P
     kind = "collection"
     if state is None and mirror_id(parts[1]) is not None:
         state = collection_by_id(session, mirror_id(parts[1]))
-        if state is None or state.path.count("/") != 1 or not state.tag:
+        if not shareable(state):
             return PathFacts("deep", home)
         kind = "mirror"
     owner_name = state.path.split("/")[0] if state else home
@@ -124,8 +138,12 @@ def resolve(session: Session, path: str, subject: Optional[Subject] = None) -> P
 
 
 def collection_by_id(session: Session, collection_id: int) -> Optional[CollectionState]:
-    path = session.scalar(select(DavCollection.path).where(DavCollection.id == collection_id))
-    return dav.get_collection(session, path) if path is not None else None
+    return dav.get_collection_by_id(session, collection_id)
+
+
+def shareable(state: Optional[CollectionState]) -> bool:
+    """A calendar or address book directly in a home: what grants and mirrors are about."""
+    return state is not None and bool(state.tag) and state.path.count("/") == 1
 
 
 def shared_with(session: Session, subject: Subject) -> list[tuple[CollectionState, Decision]]:
@@ -146,7 +164,7 @@ def shared_with(session: Session, subject: Subject) -> list[tuple[CollectionStat
     out = []
     for collection_id in sorted(ids):
         state = collection_by_id(session, collection_id)
-        if state is None or state.path.count("/") != 1 or not state.tag:
+        if not shareable(state):
             continue
         owner_name, name = state.path.split("/")
         if owner_name == subject.name:
@@ -228,7 +246,7 @@ def collection_at(session: Session, path: str) -> CollectionState:
     """A calendar or address book by path ("alice/calendar", slashes optional)."""
     clean = path.strip().strip("/")
     state = dav.get_collection(session, clean) if clean else None
-    if state is None or not state.tag or clean.count("/") != 1:
+    if not shareable(state):
         raise NotFound("calendar or address book", clean or path)
     return state
 

@@ -115,6 +115,12 @@ def get_collection(session: Session, path: str, for_update: bool = False
     return _collection(row) if row else None
 
 
+def get_collection_by_id(session: Session, collection_id: int) -> Optional[CollectionState]:
+    row = session.execute(select(*_COLLECTION_COLUMNS)
+                          .where(DavCollection.id == collection_id)).first()
+    return _collection(row) if row else None
+
+
 def child_collections(session: Session, path: str) -> list[CollectionState]:
     rows = session.execute(select(*_COLLECTION_COLUMNS)
                            .where(DavCollection.parent_path == path, DavCollection.path != "")

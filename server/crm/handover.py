@@ -36,7 +36,8 @@ class Plan:
     collections: list[tuple[str, str]] = field(default_factory=list)   # (old path, new path)
     future_visits: list[int] = field(default_factory=list)
     customers: list[tuple[int, str]] = field(default_factory=list)
-    grants: list[tuple[int, str, str]] = field(default_factory=list)   # (id, collection, what)
+    # (grant id, collection path, action: "move" / "merge" / "drop", the level it ends at)
+    grants: list[tuple[int, str, str, str]] = field(default_factory=list)
 
     def lines(self) -> list[str]:
         out = [f"hand over {self.user} -> {self.to}:"]
@@ -44,10 +45,18 @@ class Plan:
         out.append(f"  {len(self.future_visits)} future visit(s) get rep {self.to}")
         out += [f"  customer {name} (id {cid}): owner -> {self.to}"
                 for cid, name in self.customers]
-        out += [f"  grant on {path}: {what}" for _gid, path, what in self.grants]
+        out += [f"  grant on {path}: {self._grant_line(action, level)}"
+                for _gid, path, action, level in self.grants]
         if len(out) == 2 and not self.future_visits:
             out.append("  (nothing to hand over)")
         return out
+
+    def _grant_line(self, action: str, level: str) -> str:
+        if action == "drop":
+            return f"dropped ({self.to} owns it)"
+        if action == "merge":
+            return f"merged with {self.to}'s grant at {level}"
+        return f"{level} -> user:{self.to}"
 
     def summary(self) -> str:
         return (f"handed over {self.user} to {self.to}: {len(self.collections)} collection(s), "
@@ -90,7 +99,6 @@ def plan(session, user_name: str, to_name: str) -> Plan:
                    or_(Visit.start.is_(None), Visit.start >= now)))))
     result.customers = [(c.id, c.name) for c in session.scalars(
         select(Customer).where(Customer.owner == user.username).order_by(Customer.id))]
-    new_owner_of = {old: new for old, new in result.collections}
     held = {gid: level for gid, level in session.execute(
         select(Grant.collection_id, Grant.level).where(Grant.subject_kind == "user",
                                                        Grant.subject == to.username))}
@@ -99,15 +107,14 @@ def plan(session, user_name: str, to_name: str) -> Plan:
                                                    DavCollection.id == Grant.collection_id)
             .where(Grant.subject_kind == "user", Grant.subject == user.username)
             .order_by(DavCollection.path)):
-        owner = path.split("/", 1)[0]
-        if owner == to.username or path in new_owner_of:
-            what = f"dropped ({to.username} owns it)"
+        if path.split("/", 1)[0] == to.username or path in moved_paths:
+            action, level = "drop", grant.level
         elif grant.collection_id in held:
+            action = "merge"
             level = max(grant.level, held[grant.collection_id], key=policy.rank)
-            what = f"merged with {to.username}'s grant at {level}"
         else:
-            what = f"{grant.level} -> user:{to.username}"
-        result.grants.append((grant.id, path, what))
+            action, level = "move", grant.level
+        result.grants.append((grant.id, path, action, level))
     return result
 
 
@@ -139,18 +146,16 @@ def apply(session, result: Plan) -> None:
     if result.future_visits:
         touched |= set(session.scalars(select(VisitAttendance.contact_id).where(
             VisitAttendance.visit_id.in_(result.future_visits))))
-    for grant_id, _path, what in result.grants:
+    for grant_id, _path, action, level in result.grants:
         grant = session.get(Grant, grant_id)
-        if what.startswith("dropped"):
-            session.delete(grant)
-        elif what.startswith("merged"):
-            other = session.scalar(select(Grant).where(
-                Grant.collection_id == grant.collection_id, Grant.subject_kind == "user",
-                Grant.subject == to))
-            other.level = max(grant.level, other.level, key=policy.rank)
-            session.delete(grant)
-        else:
+        if action == "move":
             grant.subject = to
+            continue
+        if action == "merge":
+            session.scalar(select(Grant).where(
+                Grant.collection_id == grant.collection_id, Grant.subject_kind == "user",
+                Grant.subject == to)).level = level
+        session.delete(grant)
     session.flush()
     if touched:
         cards.sync(session, touched)

@@ -44,17 +44,7 @@ class Rights(rights.BaseRights):
 
     def _decide(self, user: str, groups: set, path: str, memo: dict) -> str:
         with Session(self._engine) as session:
-            subject = subject_of(session, user, groups, memo)
+            subject = access.subject_of(session, user, groups, memo)
             if subject is None:
                 return ""
             return policy.letters(subject, access.resolve(session, path, subject))
-
-
-def subject_of(session, user: str, groups: set, memo: dict):
-    """The requester: from the auth plugin's groups, or (where Radicale passes none, as for a
-    MOVE's destination) from the database."""
-    key = ("subject", user)
-    if key not in memo:
-        memo[key] = access.subject_from_groups(user, groups) or \
-            access.load_subject(session, user)
-    return memo[key]

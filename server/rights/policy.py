@@ -168,10 +168,6 @@ def item_level(decision: Decision, klass: Optional[str]) -> Optional[str]:
     return lower(decision.level, cap) if cap else decision.level
 
 
-def redacts(decision: Decision, klass: Optional[str]) -> bool:
-    return item_level(decision, klass) in REDACTED_LEVELS
-
-
 # --- Radicale permission letters ----------------------------------------------------------
 
 @dataclass(frozen=True)

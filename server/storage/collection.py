@@ -193,10 +193,10 @@ class Collection(storage.BaseCollection):
         if view.full or self.tag != "VCALENDAR":
             return
         old = dav.get_item(session, self._state.id, href)
-        if old is not None and policy.redacts(view, redaction.object_class(old.text)):
+        level = policy.item_level(view, redaction.object_class(old.text)) if old else None
+        if level in policy.REDACTED_LEVELS:
             self.refuse(f"cannot {what} {href}: you were only shown a redacted copy of it "
-                         f"({policy.item_level(view, redaction.object_class(old.text))} "
-                         "access), so you may not change it")
+                        f"({level} access), so you may not change it")
 
     @staticmethod
     def refuse(reason: str):

@@ -209,8 +209,7 @@ class Storage(storage.BaseStorage):
         if subject is None or subject.name != home:
             return None
         target = access.collection_by_id(session, target_id)
-        if target is None or not target.tag or target.path.count("/") != 1 or \
-                target.path.split("/")[0] == home:
+        if not access.shareable(target) or target.path.split("/")[0] == home:
             return None
         decision = self.view_of(target)
         return Collection(self, target, sane, decision) if decision.level else None
@@ -222,10 +221,7 @@ class Storage(storage.BaseStorage):
         user = context.memo.get("requester") if context is not None else None
         if not user:
             return None
-        key = ("subject", user)
-        if key not in context.memo:
-            context.memo[key] = access.load_subject(session, user)
-        return context.memo[key]
+        return access.subject_of(session, user, (), context.memo)
 
     def view_of(self, state: CollectionState) -> policy.Decision:
         """What the requester may see of a collection. Outside a request (the CLI, tests of
