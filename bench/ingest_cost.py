@@ -689,6 +689,8 @@ def main(argv: Optional[list[str]] = None) -> None:
                         help="afterwards, N more ingesting PUTs under cProfile")
     parser.add_argument("--profile-out", default="", metavar="FILE",
                         help="also save the raw profile there (for pstats/snakeviz)")
+    parser.add_argument("--trace", type=int, default=0, metavar="N",
+                        help="afterwards, print the SQL statements of N more ingesting PUTs")
     parser.add_argument("--db-url", default="", help="default: a fresh SQLite file; "
                         "postgresql://...: a fresh database on that server")
     parser.add_argument("--out", default="", metavar="FILE", help="the JSON figures (default: "
@@ -830,6 +832,8 @@ def run(url: str, args) -> None:
 
     profile = profile_puts(dav, seeded, rng, args.profile, args.profile_out) \
         if args.profile else None
+    if args.trace:
+        trace_puts(dav, engine, seeded, rng, args.trace)
 
     results = dict(
         benchmark="ingest_cost", backend=backend, machine=machine_info(engine),
@@ -879,6 +883,21 @@ def profile_puts(dav: Dav, seeded: Seeded, rng: random.Random, n: int, out: str)
           f"profiler ---")
     print(report_text)
     return dict(puts=n, ms_per_put_profiled=elapsed * 1000 / n, report=report_text)
+
+
+def trace_puts(dav: Dav, engine, seeded: Seeded, rng: random.Random, n: int) -> None:
+    """N more ingesting PUTs, each with the SQL statements it ran (parameters left out)."""
+    seen: list[str] = []
+    event.listen(engine, "before_cursor_execute",
+                 lambda _c, _cur, statement, *_: seen.append(" ".join(statement.split())))
+    for i, plan in enumerate(plan_events(rng, seeded, n)):
+        seen.clear()
+        body = render(plan, f"trace-{i}@bench.{INTERNAL}")
+        assert dav.put(f"/{REP}/on/trace{i}.ics", body).status == 201
+        print(f"\n--- PUT {i}: {len(plan.attendees)} attendees, "
+              f"{len(plan.new_addresses)} new; {len(seen)} statements ---")
+        for statement in seen:
+            print("  " + statement[:160])
 
 
 if __name__ == "__main__":
