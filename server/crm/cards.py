@@ -19,11 +19,11 @@ import re
 from collections import defaultdict
 from typing import Iterable, Optional
 
-import vobject
-from sqlalchemy import delete, select
+from sqlalchemy import Row, delete, insert, select
 from sqlalchemy.orm import Session
 
 from server.crm import customers, dav
+from server.crm.redaction import escape_text
 from server.crm.models import (Contact, ContactCard, ContactEmail, ContactPhone, Customer,
                                DavCollection, Visit, VisitAttendance, VisitPlacement)
 
@@ -71,41 +71,55 @@ def ensure_books(session: Session, user: str) -> dict[str, dav.CollectionState]:
     return out
 
 
-def sync(session: Session, contact_ids: Iterable[int]) -> int:
-    """Publish the contacts' cards where they belong and remove them elsewhere.
-    Returns the number of cards written or removed."""
+def sync(session: Session, contact_ids: Iterable[int], *, refresh: bool = True) -> int:
+    """Publish the contacts' cards where they belong and remove them elsewhere. Returns the
+    number of cards written or removed.
+
+    ``refresh``: the contacts' own data may have changed, so every card's text is compared.
+    Without it only *where* the cards are is reconciled (after attendance changes), and a
+    contact already in exactly its books costs nothing more than the look-ups."""
     ids = sorted(set(contact_ids))
     if not ids:
         return 0
-    wanted = _wanted_books(session, ids)
-    placed: dict[int, dict[str, int]] = defaultdict(dict)
-    for contact_id, path, collection_id in session.execute(
-            select(ContactCard.contact_id, DavCollection.path, ContactCard.collection_id)
-            .join(DavCollection, DavCollection.id == ContactCard.collection_id)
-            .where(ContactCard.contact_id.in_(ids))):
-        placed[contact_id][path] = collection_id
-    texts = _cards(session, ids)
-    books: dict[str, dav.CollectionState] = {}
-    changes = 0
+    rows = _contacts(session, ids)
+    wanted = _wanted_books(session, ids, rows)
+    placed = _placed(session, ids)
+    if not refresh:
+        ids = [c for c in ids if set(placed[c]) != wanted[c]]
+        if not ids:
+            return 0
+    texts = _cards(session, [rows[c] for c in ids if c in rows])
     for contact_id in ids:
-        href, text = href_of(contact_id), texts.get(contact_id)
-        targets = wanted.get(contact_id, set()) if text else set()
-        for user, book in sorted(targets):
-            path = f"{user}/{book}"
-            if path not in books:
-                books.update({f"{user}/{b}": s for b, s in ensure_books(session, user).items()})
-            state = books[path]
-            current = dav.get_item(session, state.id, href)
-            if current is None or current.text != text:
-                dav.put_item(session, state.id, dav.ItemData(
+        if contact_id not in texts:          # gone: its cards come down everywhere
+            wanted[contact_id] = set()
+    by_book: dict[str, list[int]] = defaultdict(list)
+    for contact_id in ids:
+        for path in wanted[contact_id]:
+            by_book[path].append(contact_id)
+    books = _books(session, set(by_book))
+    changes = 0
+    links = []
+    for path, members in sorted(by_book.items()):
+        state = books[path]
+        current = dav.get_items(session, state.id, [href_of(c) for c in members])
+        batch = []
+        for contact_id in members:
+            href, text = href_of(contact_id), texts[contact_id]
+            found = current.get(href)
+            if found is None or found.text != text:
+                batch.append(dav.ItemData(
                     href=href, uid=f"crm-contact-{contact_id}", name="VCARD", component="",
                     text=text, etag=etag_of(text), range_start=TIMESTAMP_MIN,
                     range_end=TIMESTAMP_MAX))
-                changes += 1
             if path not in placed[contact_id]:
-                session.add(ContactCard(contact_id=contact_id, collection_id=state.id))
+                links.append({"contact_id": contact_id, "collection_id": state.id})
+        changes += dav.put_items(session, state.id, batch, existing=current)
+    if links:
+        session.execute(insert(ContactCard), links)
+    for contact_id in ids:
+        href = href_of(contact_id)
         for path, collection_id in placed[contact_id].items():
-            if tuple(path.split("/", 1)) in targets:
+            if path in wanted[contact_id]:
                 continue
             state = dav.get_collection(session, path)
             if state is not None and dav.get_item(session, state.id, href) is not None:
@@ -113,7 +127,6 @@ def sync(session: Session, contact_ids: Iterable[int]) -> int:
                 changes += 1
             session.execute(delete(ContactCard).where(ContactCard.contact_id == contact_id,
                                                       ContactCard.collection_id == collection_id))
-    session.flush()
     return changes
 
 
@@ -126,7 +139,7 @@ def attendance_changed(session: Session, contact_ids: Iterable[int]) -> int:
         return 0
     loose = session.scalars(select(Contact.id).where(Contact.id.in_(ids),
                                                      Contact.customer_id.is_(None))).all()
-    return sync(session, loose)
+    return sync(session, loose, refresh=False)
 
 
 def remove(session: Session, contact_id: int) -> None:
@@ -141,14 +154,24 @@ def remove(session: Session, contact_id: int) -> None:
     session.execute(delete(ContactCard).where(ContactCard.contact_id == contact_id))
 
 
-def _wanted_books(session: Session, ids: list[int]) -> dict[int, set[tuple[str, str]]]:
-    wanted: dict[int, set[tuple[str, str]]] = defaultdict(set)
-    rows = session.execute(select(Contact.id, Contact.customer_id).where(Contact.id.in_(ids))).all()
-    by_customer = customers.audience(session, {r.customer_id for r in rows if r.customer_id})
+def _contacts(session: Session, ids: list[int]) -> dict[int, Row]:
+    """What a card is made of, and where it goes, for the contacts that exist."""
+    return {row.id: row for row in session.execute(
+        select(Contact.id, Contact.name, Contact.title, Contact.customer_id,
+               Customer.name.label("company"))
+        .outerjoin(Customer, Customer.id == Contact.customer_id).where(Contact.id.in_(ids)))}
+
+
+def _wanted_books(session: Session, ids: list[int], rows: dict[int, Row]
+                  ) -> dict[int, set[str]]:
+    """Contact → the paths of the books its card belongs in."""
+    wanted: dict[int, set[str]] = {i: set() for i in ids}
+    by_customer = customers.audience(session, {r.customer_id for r in rows.values()
+                                               if r.customer_id})
     loose = []
-    for contact_id, customer_id in rows:
+    for contact_id, customer_id in ((r.id, r.customer_id) for r in rows.values()):
         if customer_id:
-            wanted[contact_id] |= {(user, CONTACTS_BOOK) for user in by_customer[customer_id]}
+            wanted[contact_id] |= {f"{user}/{CONTACTS_BOOK}" for user in by_customer[customer_id]}
         else:
             loose.append(contact_id)
     if loose:
@@ -157,47 +180,81 @@ def _wanted_books(session: Session, ids: list[int]) -> dict[int, set[tuple[str, 
                 .join(Visit, Visit.id == VisitAttendance.visit_id)
                 .join(VisitPlacement, VisitPlacement.visit_id == Visit.id)
                 .where(VisitAttendance.contact_id.in_(loose), Visit.deleted_at.is_(None))):
-            wanted[contact_id].add((rep, SUGGESTED_BOOK))
+            wanted[contact_id].add(f"{rep}/{SUGGESTED_BOOK}")
     return wanted
 
 
-def _cards(session: Session, ids: list[int]) -> dict[int, str]:
+def _placed(session: Session, ids: list[int]) -> dict[int, dict[str, int]]:
+    """Contact → the books its card is published in (path → collection id)."""
+    placed: dict[int, dict[str, int]] = {i: {} for i in ids}
+    for contact_id, path, collection_id in session.execute(
+            select(ContactCard.contact_id, DavCollection.path, ContactCard.collection_id)
+            .join(DavCollection, DavCollection.id == ContactCard.collection_id)
+            .where(ContactCard.contact_id.in_(ids))):
+        placed[contact_id][path] = collection_id
+    return placed
+
+
+def _books(session: Session, paths: set[str]) -> dict[str, dav.CollectionState]:
+    """The CRM books at ``paths``, created (with their owner's other one) where missing."""
+    found = dav.get_collections(session, paths)
+    for user in sorted({p.split("/", 1)[0] for p in paths - set(found)}):
+        found.update({f"{user}/{book}": state
+                      for book, state in ensure_books(session, user).items()})
+    return found
+
+
+def _cards(session: Session, rows: list[Row]) -> dict[int, str]:
+    ids = [row.id for row in rows]
     emails, phones = defaultdict(list), defaultdict(list)
-    for contact_id, address in session.execute(select(ContactEmail.contact_id, ContactEmail.email)
-                                               .where(ContactEmail.contact_id.in_(ids))
-                                               .order_by(ContactEmail.id)):
-        emails[contact_id].append(address)
-    for contact_id, number in session.execute(select(ContactPhone.contact_id, ContactPhone.phone)
-                                              .where(ContactPhone.contact_id.in_(ids))
-                                              .order_by(ContactPhone.id)):
-        phones[contact_id].append(number)
-    out = {}
-    for contact, company in session.execute(
-            select(Contact, Customer.name).outerjoin(Customer, Customer.id == Contact.customer_id)
-            .where(Contact.id.in_(ids))):
-        out[contact.id] = vcard(contact.id, contact.name, contact.title, company,
-                                emails[contact.id], phones[contact.id])
-    return out
+    if ids:
+        for contact_id, address in session.execute(
+                select(ContactEmail.contact_id, ContactEmail.email)
+                .where(ContactEmail.contact_id.in_(ids)).order_by(ContactEmail.id)):
+            emails[contact_id].append(address)
+        for contact_id, number in session.execute(
+                select(ContactPhone.contact_id, ContactPhone.phone)
+                .where(ContactPhone.contact_id.in_(ids)).order_by(ContactPhone.id)):
+            phones[contact_id].append(number)
+    return {row.id: vcard(row.id, row.name, row.title, row.company, emails[row.id],
+                          phones[row.id]) for row in rows}
 
 
 def vcard(contact_id: int, name: str, title: Optional[str], company: Optional[str],
           emails: list[str], phones: list[str]) -> str:
-    card = vobject.vCard()
-    card.add("uid").value = f"crm-contact-{contact_id}"
-    card.add("fn").value = name
+    """The contact's vCard 3.0, byte for byte what ``vobject`` serialises for it (the
+    published cards' ETags stay as they were), written directly: vobject took half a
+    millisecond per card, and ingestion publishes several cards per PUT."""
     family, given = _split_name(name)
-    card.add("n").value = vobject.vcard.Name(family=family, given=given)
+    lines = [("UID", f"crm-contact-{contact_id}")]      # vobject: VERSION and UID first,
+    lines += [("EMAIL;TYPE=INTERNET", escape_text(a)) for a in emails]    # then by name
+    lines += [("FN", escape_text(name)), ("N", f"{escape_text(family)};{escape_text(given)};;;")]
     if company:
-        card.add("org").value = [company]
+        lines.append(("ORG", escape_text(company)))
+    lines += [("TEL", escape_text(n)) for n in phones]
     if title:
-        card.add("title").value = title
-    for address in emails:
-        line = card.add("email")
-        line.value = address
-        line.type_param = "INTERNET"
-    for number in phones:
-        card.add("tel").value = number
-    return card.serialize()
+        lines.append(("TITLE", escape_text(title)))
+    out = ["BEGIN:VCARD\r\n", "VERSION:3.0\r\n"]
+    out += [_fold(f"{key}:{value}") for key, value in lines]
+    out.append("END:VCARD\r\n")
+    return "".join(out)
+
+
+def _fold(line: str) -> str:
+    """vobject's folding (``base.foldOneLine``): lines shorter than 75 characters as they
+    are, longer ones cut before the byte that would pass 75, never inside a character."""
+    if len(line) < 75:
+        return line + "\r\n"
+    out, used = [], 0
+    for ch in line:
+        size = len(ch.encode("utf-8"))
+        if used + size > 75:
+            out.append("\r\n ")
+            used = 1
+        out.append(ch)
+        used += size
+    out.append("\r\n")
+    return "".join(out)
 
 
 def _split_name(name: str) -> tuple[str, str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from typing import Iterable, Optional, Sequence
+from typing import Callable, Iterable, Optional, Sequence
 
 from rapidfuzz import fuzz
 from sqlalchemy import delete, func, insert, or_, select, update
@@ -84,12 +84,39 @@ def create(session: Session, name: str, *, emails: Sequence[str] = (),
                                       threshold)
 
 
-def from_attendee(session: Session, person: Person, created_by: Optional[str],
-                  threshold: int) -> tuple[Contact, list[Duplicate]]:
-    name = person.name if person.name and normalize.email(person.name) is None \
-        else normalize.display_name_from_email(person.email)
-    return create(session, name, emails=[person.email], source="attendee",
-                  created_by=created_by, threshold=threshold)
+def from_attendees(session: Session, people: Sequence[Person],
+                   customer_of: Callable[[str], Optional[int]], created_by: Optional[str],
+                   threshold: int) -> list[tuple[Contact, list[Duplicate]]]:
+    """New contacts for attendees the caller found unknown by e-mail (in this transaction),
+    inserted together: a handful of statements however many there are."""
+    people = list({p.email: p for p in people}.values())
+    if not people:
+        return []
+    made = []
+    for person in people:
+        name = person.name if person.name and normalize.email(person.name) is None \
+            else normalize.display_name_from_email(person.email)
+        name = " ".join(name.split())[:255] or person.email[:255]
+        made.append(Contact(name=name, normalized_name=normalize.person_name(name),
+                            customer_id=customer_of(person.email), source="attendee",
+                            created_by=created_by))
+    session.add_all(made)
+    session.flush()                       # one INSERT ... RETURNING for all of them
+    session.execute(insert(ContactEmail), [{"contact_id": c.id, "email": p.email}
+                                           for c, p in zip(made, people)])
+    keys = [{"key": k, "contact_id": c.id} for c in made
+            for k in sorted(normalize.keys(c.normalized_name))]
+    if keys:
+        session.execute(insert(ContactKey), keys)
+    out, pairs, fresh = [], set(), []
+    for contact in made:
+        found = [d for d in _similar(session, contact.id, contact.normalized_name, (), threshold)
+                 if (d.other_id, d.contact_id) not in pairs]    # A~B and B~A: once
+        pairs.update((d.contact_id, d.other_id) for d in found)
+        fresh += found
+        out.append((contact, found))
+    _insert_duplicates(session, fresh)
+    return out
 
 
 def _index_keys(session: Session, contact_id: int, normalized: str) -> None:
@@ -101,6 +128,22 @@ def _index_keys(session: Session, contact_id: int, normalized: str) -> None:
 
 def record_duplicates(session: Session, contact_id: int, normalized: str,
                       phones: Sequence[str], threshold: int) -> list[Duplicate]:
+    """Record the contact's possible duplicates not recorded yet; returns those."""
+    found = _similar(session, contact_id, normalized, phones, threshold)
+    if not found:
+        return []
+    existing = set(session.execute(select(DuplicateCandidate.contact_id,
+                                          DuplicateCandidate.other_id).where(or_(
+        DuplicateCandidate.contact_id == contact_id,
+        DuplicateCandidate.other_id == contact_id))).all())
+    fresh = [d for d in found if (d.contact_id, d.other_id) not in existing
+             and (d.other_id, d.contact_id) not in existing]
+    _insert_duplicates(session, fresh)
+    return fresh
+
+
+def _similar(session: Session, contact_id: int, normalized: str, phones: Sequence[str],
+             threshold: int) -> list[Duplicate]:
     """Contacts with a similar name (blocked by name keys, then scored) or the same phone."""
     found: dict[int, Duplicate] = {}
     words = normalize.keys(normalized)
@@ -119,19 +162,15 @@ def record_duplicates(session: Session, contact_id: int, normalized: str,
         for other_id, in session.execute(select(ContactPhone.contact_id).distinct().where(
                 ContactPhone.phone.in_(phones), ContactPhone.contact_id != contact_id)):
             found[other_id] = Duplicate(contact_id, other_id, 100, "phone")
+    return list(found.values())
+
+
+def _insert_duplicates(session: Session, found: Sequence[Duplicate]) -> None:
     if found:
-        existing = set(session.execute(select(DuplicateCandidate.contact_id,
-                                              DuplicateCandidate.other_id).where(or_(
-            DuplicateCandidate.contact_id == contact_id,
-            DuplicateCandidate.other_id == contact_id))).all())
-        fresh = [d for d in found.values() if (d.contact_id, d.other_id) not in existing
-                 and (d.other_id, d.contact_id) not in existing]
-        if fresh:
-            session.execute(insert(DuplicateCandidate), [dict(
-                contact_id=d.contact_id, other_id=d.other_id, score=d.score, reason=d.reason,
-                status="open", created_at=utcnow()) for d in fresh])
-        return fresh
-    return []
+        now = utcnow()
+        session.execute(insert(DuplicateCandidate), [dict(
+            contact_id=d.contact_id, other_id=d.other_id, score=d.score, reason=d.reason,
+            status="open", created_at=now) for d in found])
 
 
 def known_customer(session: Session, contact_ids: Sequence[int]) -> Optional[tuple[int, int]]:

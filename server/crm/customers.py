@@ -120,14 +120,11 @@ def audience(session: Session, customer_ids: Iterable[int]) -> dict[int, set[str
     out: dict[int, set[str]] = {i: set() for i in ids}
     if not ids:
         return out
-    for cid, owner in session.execute(select(Customer.id, Customer.owner)
-                                      .where(Customer.id.in_(ids))):
-        if owner:
-            out[cid].add(owner)
-    for cid, user in session.execute(select(CustomerCollaborator.customer_id,
-                                            CustomerCollaborator.username)
-                                     .where(CustomerCollaborator.customer_id.in_(ids))):
-        out[cid].add(user)
+    for cid, owner, collaborator in session.execute(
+            select(Customer.id, Customer.owner, CustomerCollaborator.username)
+            .outerjoin(CustomerCollaborator, CustomerCollaborator.customer_id == Customer.id)
+            .where(Customer.id.in_(ids))):
+        out[cid].update(u for u in (owner, collaborator) if u)
     return out
 
 

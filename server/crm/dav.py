@@ -15,7 +15,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Mapping, Optional, Sequence
 
-from sqlalchemy import Row, and_, delete, func, insert, or_, select, update
+from sqlalchemy import Row, and_, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from server.crm.errors import AlreadyExists, InvalidSyncToken, NotFound
@@ -113,6 +114,15 @@ def get_collection(session: Session, path: str, for_update: bool = False
         stmt = stmt.with_for_update()
     row = session.execute(stmt).first()
     return _collection(row) if row else None
+
+
+def get_collections(session: Session, paths: Iterable[str]) -> dict[str, CollectionState]:
+    """The collections at ``paths`` that exist, by path (one query)."""
+    wanted = set(paths)
+    if not wanted:
+        return {}
+    rows = session.execute(select(*_COLLECTION_COLUMNS).where(DavCollection.path.in_(wanted)))
+    return {row.path: _collection(row) for row in rows}
 
 
 def get_collection_by_id(session: Session, collection_id: int) -> Optional[CollectionState]:
@@ -283,20 +293,29 @@ def put_item(session: Session, collection_id: int, data: ItemData
     return stored, old
 
 
-def put_items(session: Session, collection_id: int, items: Sequence[ItemData]) -> int:
-    """Insert many new items under one revision (whole-collection import)."""
+def put_items(session: Session, collection_id: int, items: Sequence[ItemData],
+              existing: Iterable[str] = ()) -> int:
+    """Write many items under one revision: inserted, or replaced where their href is in
+    ``existing`` (the caller has read them). A whole-collection import, a batch of cards."""
     if not items:
         return 0
+    replace = set(existing)
     revision, now = _bump(session, collection_id)
-    for i in range(0, len(items), _CHUNK):
-        chunk = items[i:i + _CHUNK]
-        session.execute(insert(DavItem), [dict(
-            collection_id=collection_id, href=d.href, uid=d.uid or None, name=d.name,
-            component=d.component, text=d.text, etag=d.etag, range_start=d.range_start,
-            range_end=d.range_end, klass=d.klass, revision=revision, modified_at=now)
-            for d in chunk])
-        for d in chunk:
-            _record_change(session, collection_id, d.href, revision, deleted=False, now=now)
+    rows = [dict(collection_id=collection_id, href=d.href, uid=d.uid or None, name=d.name,
+                 component=d.component, text=d.text, etag=d.etag, range_start=d.range_start,
+                 range_end=d.range_end, klass=d.klass, revision=revision, modified_at=now)
+            for d in items]
+    new = [r for r in rows if r["href"] not in replace]
+    old = [{**{k: v for k, v in r.items() if k not in ("collection_id", "href")},
+            "c_id": collection_id, "c_href": r["href"]} for r in rows if r["href"] in replace]
+    for i in range(0, len(new), _CHUNK):
+        session.execute(insert(DavItem), new[i:i + _CHUNK])
+    if old:
+        table = DavItem.__table__
+        session.connection().execute(
+            table.update().where(table.c.collection_id == bindparam("c_id"),
+                                 table.c.href == bindparam("c_href")), old)
+    _record_changes(session, collection_id, [d.href for d in items], revision, False, now)
     return len(items)
 
 
@@ -392,14 +411,22 @@ def _bump(session: Session, collection_id: int) -> tuple[int, dt.datetime]:
 
 def _record_change(session: Session, collection_id: int, href: str, revision: int,
                    deleted: bool, now: Optional[dt.datetime] = None) -> None:
-    now = now or utcnow()
-    result = session.execute(update(DavChange).where(
-        DavChange.collection_id == collection_id, DavChange.href == href)
-        .values(revision=revision, deleted=deleted, changed_at=now))
-    if not result.rowcount:
-        session.execute(insert(DavChange).values(collection_id=collection_id, href=href,
-                                                 revision=revision, deleted=deleted,
-                                                 changed_at=now))
+    _record_changes(session, collection_id, [href], revision, deleted, now or utcnow())
+
+
+def _record_changes(session: Session, collection_id: int, hrefs: Sequence[str], revision: int,
+                    deleted: bool, now: dt.datetime) -> None:
+    """Upsert the change log rows of ``hrefs`` (one statement, executemany for several)."""
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    stmt = dialect.insert(DavChange.__table__)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["collection_id", "href"],
+        set_=dict(revision=stmt.excluded.revision, deleted=stmt.excluded.deleted,
+                  changed_at=stmt.excluded.changed_at))
+    rows = [dict(collection_id=collection_id, href=h, revision=revision, deleted=deleted,
+                 changed_at=now) for h in dict.fromkeys(hrefs)]
+    for i in range(0, len(rows), _CHUNK):
+        session.connection().execute(stmt, rows[i:i + _CHUNK])
 
 
 def _trash_item(session: Session, collection: CollectionState, item: StoredItem,

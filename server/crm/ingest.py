@@ -94,12 +94,13 @@ class Ingestion:
                 rep: str, actor: Optional[str], notes: list[audit.Note]) -> None:
         people = self._external_people(session, facts)
         known = contacts.by_emails(session, [p.email for p in people])
-        match = self._match_customer(session, facts, people, known)
+        domains = customers.by_domains(session, {normalize.domain_of(p.email) for p in people})
+        match = self._match_customer(session, facts, people, known, domains)
         if not people and match.customer_id is None:
             self._unplace(session, collection_path, href,
                           "no longer a visit (no external attendee, no customer)", notes)
             return
-        created = self._create_contacts(session, people, known, match, actor, notes)
+        created = self._create_contacts(session, people, known, domains, actor, notes)
         attendance = [visits.Attendance(known[p.email], p.partstat, p.role) for p in people]
         outcome = visits.record(session, facts, collection_path, href, rep, match, attendance)
         cards.sync(session, created)
@@ -131,7 +132,8 @@ class Ingestion:
         return list(people.values())
 
     def _match_customer(self, session: Session, facts: EventFacts, people: list[Person],
-                        known: dict[str, int]) -> Match:
+                        known: dict[str, int], domains: dict[str, int]) -> Match:
+        """``domains``: the customers of the people's e-mail domains."""
         named = customers.by_names(session, [facts.customer_hint] if facts.customer_hint
                                    else [])
         if named:
@@ -141,9 +143,8 @@ class Ingestion:
             return Match(next(iter(named.values())), "category", 100)
         business = [p.email for p in people if not normalize.domain_matches(
             normalize.domain_of(p.email), self.settings.free_mail_domains)]
-        by_domain = customers.by_domains(session, {normalize.domain_of(a) for a in business})
-        votes = Counter(by_domain[normalize.domain_of(a)] for a in business
-                        if normalize.domain_of(a) in by_domain)
+        votes = Counter(domains[normalize.domain_of(a)] for a in business
+                        if normalize.domain_of(a) in domains)
         winner = _clear_winner(votes)
         if winner is not None:
             return Match(winner, "domain", int(round(100 * votes[winner] / len(business))))
@@ -155,20 +156,18 @@ class Ingestion:
             if (facts.summary or facts.location) else NO_MATCH
 
     def _create_contacts(self, session: Session, people: list[Person], known: dict[str, int],
-                         match: Match, actor: Optional[str], notes: list[audit.Note]
-                         ) -> list[int]:
-        created = []
+                         domains: dict[str, int], actor: Optional[str],
+                         notes: list[audit.Note]) -> list[int]:
+        """Contacts for the people not known yet, attached to the customer of their own
+        e-mail domain if there is one (a free-mail address matches none)."""
         new = [p for p in people if p.email not in known]
-        by_domain = customers.by_domains(session, {normalize.domain_of(p.email) for p in new})
-        for person in new:
-            contact, duplicates = contacts.from_attendee(session, person, actor,
-                                                         self.settings.match_threshold)
-            customer_id = by_domain.get(normalize.domain_of(person.email))
-            if customer_id is not None:
-                contact.customer_id = customer_id
+        made = contacts.from_attendees(
+            session, new, lambda address: domains.get(normalize.domain_of(address)), actor,
+            self.settings.match_threshold)
+        for person, (contact, duplicates) in zip(new, made):
             known[person.email] = contact.id
-            created.append(contact.id)
-            where = f", customer {customer_id}" if customer_id else ", suggested"
+            where = f", customer {contact.customer_id}" if contact.customer_id \
+                else ", suggested"
             notes.append(audit.Note("contact.create", f"crm:contact/{contact.id}",
                                     summary=f"created contact {contact.name} "
                                             f"<{person.email}> from an attendee{where}"))
@@ -176,9 +175,7 @@ class Ingestion:
                 notes.append(audit.Note("duplicate.found", f"crm:contact/{contact.id}",
                                         summary=f"possible duplicate of contact {dup.other_id} "
                                                 f"({dup.reason}, score {dup.score})"))
-        if created:
-            session.flush()
-        return created
+        return [contact.id for contact, _ in made]
 
     def _unplace(self, session: Session, collection_path: str, href: str, why: str,
                  notes: list[audit.Note]) -> None:

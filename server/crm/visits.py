@@ -49,7 +49,8 @@ def record(session: Session, facts: EventFacts, collection_path: str, href: str,
         here = None
     action = "update"
     if visit is None:
-        visit = Visit(uid=facts.uid, created_at=utcnow())
+        now = utcnow()
+        visit = Visit(uid=facts.uid, created_at=now, updated_at=now)
         session.add(visit)
         action = "create"
     elif visit.deleted_at is not None:
@@ -74,7 +75,7 @@ def record(session: Session, facts: EventFacts, collection_path: str, href: str,
         changed.append("attendees")
     if action == "update" and not changed:
         action = "unchanged"
-    elif changed:
+    elif changed and action != "create":
         visit.updated_at = utcnow()
     session.flush()
     return Outcome(visit.id, action, tuple(changed), frozenset(contacts_changed), placed)
