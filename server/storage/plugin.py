@@ -115,8 +115,11 @@ class Storage(storage.BaseStorage):
         """A savepoint in the request's write transaction (or a transaction of its own)."""
         with self._failures():
             with self.uow.begin(write=True) as session:
-                with session.begin_nested():
-                    yield session
+                try:
+                    with session.begin_nested():
+                        yield session
+                finally:
+                    self.uow.info.pop("collections", None)   # they may have changed
 
     @contextlib.contextmanager
     def _failures(self):
@@ -201,7 +204,7 @@ class Storage(storage.BaseStorage):
         with the requester and presented in their home."""
         if sane == "":
             return Collection(self, _ROOT)
-        state = dav.get_collection(session, sane)
+        state = self._stored_collection(session, sane)
         if state is not None:
             return Collection(self, state)
         home, _, name = sane.partition("/")
@@ -214,6 +217,15 @@ class Storage(storage.BaseStorage):
             return None
         decision = self.view_of(target)
         return Collection(self, target, sane, decision) if decision.level else None
+
+    def _stored_collection(self, session, sane: str) -> Optional[CollectionState]:
+        """The stored collection at ``sane``, read once per unit of work: a PUT looks its
+        collection up three times under the lock. Every write through this storage drops
+        what was read, so nothing stale is seen after one."""
+        cache = self.uow.info.setdefault("collections", {})
+        if sane not in cache:
+            cache[sane] = dav.get_collection(session, sane)
+        return cache[sane]
 
     # --- who is asking ---------------------------------------------------------------------
     def requester_subject(self, session) -> Optional[policy.Subject]:
