@@ -886,18 +886,32 @@ def profile_puts(dav: Dav, seeded: Seeded, rng: random.Random, n: int, out: str)
 
 
 def trace_puts(dav: Dav, engine, seeded: Seeded, rng: random.Random, n: int) -> None:
-    """N more ingesting PUTs, each with the SQL statements it ran (parameters left out)."""
-    seen: list[str] = []
-    event.listen(engine, "before_cursor_execute",
-                 lambda _c, _cur, statement, *_: seen.append(" ".join(statement.split())))
+    """N more ingesting PUTs, each with the SQL statements it ran and their time in the
+    driver (parameters left out)."""
+    seen: list[list] = []
+
+    def before(_conn, _cursor, statement, *_) -> None:
+        seen.append([" ".join(statement.split()), time.perf_counter()])
+
+    def after(*_) -> None:
+        seen[-1][1] = time.perf_counter() - seen[-1][1]
+
+    event.listen(engine, "before_cursor_execute", before)
+    event.listen(engine, "after_cursor_execute", after)
     for i, plan in enumerate(plan_events(rng, seeded, n)):
         seen.clear()
         body = render(plan, f"trace-{i}@bench.{INTERNAL}")
+        t0 = time.perf_counter()
         assert dav.put(f"/{REP}/on/trace{i}.ics", body).status == 201
-        print(f"\n--- PUT {i}: {len(plan.attendees)} attendees, "
-              f"{len(plan.new_addresses)} new; {len(seen)} statements ---")
-        for statement in seen:
-            print("  " + statement[:160])
+        total = time.perf_counter() - t0
+        in_driver = sum(t for _, t in seen)
+        print(f"\n--- PUT {i}: {len(plan.attendees)} attendees, {len(plan.new_addresses)} new; "
+              f"{len(seen)} statements, {in_driver * 1000:.2f} of {total * 1000:.2f} ms in "
+              f"the driver ---")
+        for statement, elapsed in seen:
+            print(f"  {elapsed * 1000:6.2f} ms  {statement[:140]}")
+    event.remove(engine, "before_cursor_execute", before)
+    event.remove(engine, "after_cursor_execute", after)
 
 
 if __name__ == "__main__":

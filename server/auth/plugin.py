@@ -56,7 +56,7 @@ class Auth(auth.BaseAuth):
             if facts is None or facts[1]:
                 users.passwords.dummy_verify()
                 return "", set()
-            stored_hash, _disabled, groups = facts
+            stored_hash, _disabled, groups, home = facts
             cached = self._verified.get(username)
             if not (cached and cached[0] == stored_hash and
                     hmac.compare_digest(cached[1], self._digest(password))):
@@ -67,4 +67,7 @@ class Auth(auth.BaseAuth):
                 with self._lock:
                     self._verified[username] = (fresh[0] if fresh else stored_hash,
                                                 self._digest(password))
+        if home is not None:
+            # Radicale looks the principal up next, on every request: no second query.
+            request_context.memo()["home"] = home
         return username, groups

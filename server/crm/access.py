@@ -10,7 +10,7 @@ import re
 from typing import Iterable, Optional
 
 from sqlalchemy import delete, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from server.crm import dav
 from server.crm.dav import CollectionState
@@ -37,18 +37,26 @@ def teams_of(session: Session, user_ids: Iterable[int]) -> dict[int, frozenset]:
     return {k: frozenset(v) for k, v in out.items()}
 
 
-def login_facts(session: Session, username: str) -> Optional[tuple[str, bool, set[str]]]:
-    """(password hash, disabled, groups) of a user in one query, or None. The groups are
-    what the auth plugin hands Radicale: ``role:<role>`` and ``team:<name>``."""
+def login_facts(session: Session, username: str
+                ) -> Optional[tuple[str, bool, set[str], Optional[dav.CollectionState]]]:
+    """(password hash, disabled, groups, home collection) of a user in one query, or None.
+    The groups are what the auth plugin hands Radicale: ``role:<role>`` and ``team:<name>``;
+    the home is the principal collection Radicale looks up next, on every request."""
+    home = aliased(DavCollection)
     rows = session.execute(
-        select(User.password_hash, User.disabled, User.role, Team.name).select_from(User)
+        select(User.password_hash, User.disabled, User.role, Team.name,
+               *(getattr(home, c.key).label(f"home_{c.key}") for c in dav.COLLECTION_COLUMNS))
+        .select_from(User)
         .outerjoin(TeamMember, TeamMember.user_id == User.id)
-        .outerjoin(Team, Team.id == TeamMember.team_id).where(User.username == username)).all()
+        .outerjoin(Team, Team.id == TeamMember.team_id)
+        .outerjoin(home, home.path == User.username)
+        .where(User.username == username)).all()
     if not rows:
         return None
     first = rows[0]
     groups = {f"role:{first.role}"} | {f"team:{row.name}" for row in rows if row.name}
-    return first.password_hash or "", first.disabled, groups
+    state = dav.collection_from_row(first, "home_") if first.home_id is not None else None
+    return first.password_hash or "", first.disabled, groups, state
 
 
 def subject_from_groups(name: str, groups: Iterable[str]) -> Optional[Subject]:

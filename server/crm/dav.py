@@ -82,19 +82,24 @@ def _aware(value: dt.datetime) -> dt.datetime:
     return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
 
 
-_COLLECTION_COLUMNS = (DavCollection.id, DavCollection.path, DavCollection.tag,
-                       DavCollection.props_json, DavCollection.sync_key, DavCollection.revision,
-                       DavCollection.pruned_revision, DavCollection.modified_at)
+COLLECTION_COLUMNS = (DavCollection.id, DavCollection.path, DavCollection.tag,
+                      DavCollection.props_json, DavCollection.sync_key, DavCollection.revision,
+                      DavCollection.pruned_revision, DavCollection.modified_at)
 _ITEM_COLUMNS = (DavItem.href, DavItem.uid, DavItem.name, DavItem.component, DavItem.text,
                  DavItem.etag, DavItem.range_start, DavItem.range_end, DavItem.klass,
                  DavItem.modified_at, DavItem.revision)
 
 
-def _collection(row: Row) -> CollectionState:
-    return CollectionState(id=row.id, path=row.path, tag=row.tag or "",
-                           props=json.loads(row.props_json or "{}"), sync_key=row.sync_key,
-                           revision=row.revision, pruned_revision=row.pruned_revision,
-                           modified_at=_aware(row.modified_at))
+def collection_from_row(row: Row, prefix: str = "") -> CollectionState:
+    """A row of ``COLLECTION_COLUMNS`` (labelled ``<prefix><column>`` in a wider query)."""
+    def col(name: str):
+        return getattr(row, prefix + name)
+
+    return CollectionState(id=col("id"), path=col("path"), tag=col("tag") or "",
+                           props=json.loads(col("props_json") or "{}"),
+                           sync_key=col("sync_key"), revision=col("revision"),
+                           pruned_revision=col("pruned_revision"),
+                           modified_at=_aware(col("modified_at")))
 
 
 def _item(row: Row) -> StoredItem:
@@ -109,11 +114,11 @@ def _item(row: Row) -> StoredItem:
 def get_collection(session: Session, path: str, for_update: bool = False
                    ) -> Optional[CollectionState]:
     """The collection at ``path``; ``for_update`` row-locks it until commit (PostgreSQL)."""
-    stmt = select(*_COLLECTION_COLUMNS).where(DavCollection.path == path)
+    stmt = select(*COLLECTION_COLUMNS).where(DavCollection.path == path)
     if for_update:
         stmt = stmt.with_for_update()
     row = session.execute(stmt).first()
-    return _collection(row) if row else None
+    return collection_from_row(row) if row else None
 
 
 def get_collections(session: Session, paths: Iterable[str]) -> dict[str, CollectionState]:
@@ -121,21 +126,21 @@ def get_collections(session: Session, paths: Iterable[str]) -> dict[str, Collect
     wanted = set(paths)
     if not wanted:
         return {}
-    rows = session.execute(select(*_COLLECTION_COLUMNS).where(DavCollection.path.in_(wanted)))
-    return {row.path: _collection(row) for row in rows}
+    rows = session.execute(select(*COLLECTION_COLUMNS).where(DavCollection.path.in_(wanted)))
+    return {row.path: collection_from_row(row) for row in rows}
 
 
 def get_collection_by_id(session: Session, collection_id: int) -> Optional[CollectionState]:
-    row = session.execute(select(*_COLLECTION_COLUMNS)
+    row = session.execute(select(*COLLECTION_COLUMNS)
                           .where(DavCollection.id == collection_id)).first()
-    return _collection(row) if row else None
+    return collection_from_row(row) if row else None
 
 
 def child_collections(session: Session, path: str) -> list[CollectionState]:
-    rows = session.execute(select(*_COLLECTION_COLUMNS)
+    rows = session.execute(select(*COLLECTION_COLUMNS)
                            .where(DavCollection.parent_path == path, DavCollection.path != "")
                            .order_by(DavCollection.path))
-    return [_collection(row) for row in rows]
+    return [collection_from_row(row) for row in rows]
 
 
 def _insert_collection(session: Session, path: str, props: Mapping[str, str]) -> CollectionState:
@@ -195,9 +200,9 @@ def set_props(session: Session, collection_id: int, props: Mapping[str, str]) ->
                     .values(props_json=json.dumps(dict(props), sort_keys=True),
                             tag=props.get("tag", "")))
     _bump(session, collection_id)
-    row = session.execute(select(*_COLLECTION_COLUMNS)
+    row = session.execute(select(*COLLECTION_COLUMNS)
                           .where(DavCollection.id == collection_id)).one()
-    return _collection(row)
+    return collection_from_row(row)
 
 
 def delete_collection(session: Session, path: str, actor: Optional[str] = None) -> int:
@@ -209,11 +214,11 @@ def delete_collection(session: Session, path: str, actor: Optional[str] = None) 
     if root is None:
         raise NotFound("collection", path)
     prefix = path + "/" if path else ""
-    rows = session.execute(select(*_COLLECTION_COLUMNS).where(
+    rows = session.execute(select(*COLLECTION_COLUMNS).where(
         or_(DavCollection.id == root.id, DavCollection.path.startswith(prefix, autoescape=True))
         if path else DavCollection.path != "")).all()
     batch, count = uuid.uuid4().hex, 0
-    for coll in map(_collection, rows):
+    for coll in map(collection_from_row, rows):
         session.add(DavTrash(batch=batch, kind="collection", path=coll.path,
                              owner=coll.path.split("/", 1)[0], tag=coll.tag,
                              props_json=json.dumps(coll.props, sort_keys=True), deleted_by=actor))

@@ -120,6 +120,7 @@ class Storage(storage.BaseStorage):
                         yield session
                 finally:
                     self.uow.info.pop("collections", None)   # they may have changed
+                    request_context.memo().pop("home", None)
 
     @contextlib.contextmanager
     def _failures(self):
@@ -220,11 +221,19 @@ class Storage(storage.BaseStorage):
 
     def _stored_collection(self, session, sane: str) -> Optional[CollectionState]:
         """The stored collection at ``sane``, read once per unit of work: a PUT looks its
-        collection up three times under the lock. Every write through this storage drops
-        what was read, so nothing stale is seen after one."""
+        collection up three times under the lock. The requester's home comes with their
+        login (the auth plugin's query). Every write through this storage drops what was
+        read, so nothing stale is seen after one."""
         cache = self.uow.info.setdefault("collections", {})
         if sane not in cache:
-            cache[sane] = dav.get_collection(session, sane)
+            home = request_context.memo().get("home")
+            if home is not None and home.path == sane:
+                cache[sane] = home
+            else:
+                # An item's path: its collection is asked for next, so read both at once.
+                wanted = [sane, sane.rpartition("/")[0]] if sane.count("/") > 1 else [sane]
+                found = dav.get_collections(session, [p for p in wanted if p not in cache])
+                cache.update({p: found.get(p) for p in wanted if p not in cache})
         return cache[sane]
 
     # --- who is asking ---------------------------------------------------------------------
