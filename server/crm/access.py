@@ -9,10 +9,11 @@ from __future__ import annotations
 import re
 from typing import Iterable, Optional
 
-from sqlalchemy import delete, or_, select
+from sqlalchemy import bindparam, delete, or_, select
 from sqlalchemy.orm import Session, aliased
 
 from server.crm import dav
+from server.crm.db import run
 from server.crm.dav import CollectionState
 from server.crm.errors import AlreadyExists, InvalidInput, NotFound
 from server.crm.models import DavCollection, Grant, Team, TeamMember, User
@@ -37,20 +38,22 @@ def teams_of(session: Session, user_ids: Iterable[int]) -> dict[int, frozenset]:
     return {k: frozenset(v) for k, v in out.items()}
 
 
+_HOME = aliased(DavCollection)
+_LOGIN = (select(User.password_hash, User.disabled, User.role, Team.name,
+                 *(getattr(_HOME, c.key).label(f"home_{c.key}") for c in dav.COLLECTION_COLUMNS))
+          .select_from(User)
+          .outerjoin(TeamMember, TeamMember.user_id == User.id)
+          .outerjoin(Team, Team.id == TeamMember.team_id)
+          .outerjoin(_HOME, _HOME.path == User.username)
+          .where(User.username == bindparam("username")))
+
+
 def login_facts(session: Session, username: str
                 ) -> Optional[tuple[str, bool, set[str], Optional[dav.CollectionState]]]:
     """(password hash, disabled, groups, home collection) of a user in one query, or None.
     The groups are what the auth plugin hands Radicale: ``role:<role>`` and ``team:<name>``;
     the home is the principal collection Radicale looks up next, on every request."""
-    home = aliased(DavCollection)
-    rows = session.execute(
-        select(User.password_hash, User.disabled, User.role, Team.name,
-               *(getattr(home, c.key).label(f"home_{c.key}") for c in dav.COLLECTION_COLUMNS))
-        .select_from(User)
-        .outerjoin(TeamMember, TeamMember.user_id == User.id)
-        .outerjoin(Team, Team.id == TeamMember.team_id)
-        .outerjoin(home, home.path == User.username)
-        .where(User.username == username)).all()
+    rows = run(session, _LOGIN, {"username": username}).all()
     if not rows:
         return None
     first = rows[0]

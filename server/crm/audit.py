@@ -14,10 +14,11 @@ import json
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Optional, Sequence
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from server.crm.db import run
 from server.crm.models import AuditRecord, AuditStream, utcnow
 
 GENESIS = "0" * 64
@@ -40,10 +41,16 @@ def _digest(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+_HEAD = select(AuditStream.seq, AuditStream.head_hash).where(
+    AuditStream.stream == bindparam("stream")).with_for_update()
+_INSERT_RECORDS = insert(AuditRecord.__table__)
+_MOVE_HEAD = update(AuditStream.__table__).where(
+    AuditStream.__table__.c.stream == bindparam("s")).values(
+    seq=bindparam("seq"), head_hash=bindparam("head"))
+
+
 def _lock_head(session: Session, stream: str) -> tuple[int, str]:
-    stmt = select(AuditStream.seq, AuditStream.head_hash).where(
-        AuditStream.stream == stream).with_for_update()
-    row = session.execute(stmt).first()
+    row = run(session, _HEAD, {"stream": stream}).first()
     if row is None:
         try:
             with session.begin_nested():
@@ -51,7 +58,7 @@ def _lock_head(session: Session, stream: str) -> tuple[int, str]:
                                                            head_hash=GENESIS))
         except IntegrityError:
             pass  # another transaction started this stream first
-        row = session.execute(stmt).one()
+        row = run(session, _HEAD, {"stream": stream}).one()
     return row.seq, row.head_hash
 
 
@@ -93,9 +100,8 @@ def append_many(session: Session, stream: str, notes: Sequence[Note]) -> str:
                          after_digest=note.after, summary=note.summary, prev_hash=prev,
                          hash=record_hash))
         prev = record_hash
-    session.execute(insert(AuditRecord), rows)
-    session.execute(update(AuditStream).where(AuditStream.stream == stream)
-                    .values(seq=seq, head_hash=prev))
+    run(session, _INSERT_RECORDS, rows)
+    run(session, _MOVE_HEAD, {"s": stream, "seq": seq, "head": prev})
     return prev
 
 

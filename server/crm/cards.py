@@ -19,10 +19,11 @@ import re
 from collections import defaultdict
 from typing import Iterable, Optional
 
-from sqlalchemy import Row, delete, insert, select
+from sqlalchemy import Row, bindparam, delete, insert, select
 from sqlalchemy.orm import Session
 
 from server.crm import customers, dav
+from server.crm.db import run
 from server.crm.redaction import escape_text
 from server.crm.models import (Contact, ContactCard, ContactEmail, ContactPhone, Customer,
                                DavCollection, Visit, VisitAttendance, VisitPlacement)
@@ -115,7 +116,7 @@ def sync(session: Session, contact_ids: Iterable[int], *, refresh: bool = True) 
                 links.append({"contact_id": contact_id, "collection_id": state.id})
         changes += dav.put_items(session, state.id, batch, existing=current)
     if links:
-        session.execute(insert(ContactCard), links)
+        run(session, _INSERT_CARD_LINKS, links)
     for contact_id in ids:
         href = href_of(contact_id)
         for path, collection_id in placed[contact_id].items():
@@ -137,8 +138,7 @@ def attendance_changed(session: Session, contact_ids: Iterable[int]) -> int:
     ids = set(contact_ids)
     if not ids:
         return 0
-    loose = session.scalars(select(Contact.id).where(Contact.id.in_(ids),
-                                                     Contact.customer_id.is_(None))).all()
+    loose = run(session, _LOOSE, {"ids": sorted(ids)}).scalars().all()
     return sync(session, loose, refresh=False)
 
 
@@ -154,12 +154,28 @@ def remove(session: Session, contact_id: int) -> None:
     session.execute(delete(ContactCard).where(ContactCard.contact_id == contact_id))
 
 
+_IDS = bindparam("ids", expanding=True)
+_CONTACTS = (select(Contact.id, Contact.name, Contact.title, Contact.customer_id,
+                    Customer.name.label("company"))
+             .outerjoin(Customer, Customer.id == Contact.customer_id).where(Contact.id.in_(_IDS)))
+_LOOSE = select(Contact.id).where(Contact.id.in_(_IDS), Contact.customer_id.is_(None))
+_MET_BY = (select(VisitAttendance.contact_id, VisitPlacement.rep).distinct()
+           .join(Visit, Visit.id == VisitAttendance.visit_id)
+           .join(VisitPlacement, VisitPlacement.visit_id == Visit.id)
+           .where(VisitAttendance.contact_id.in_(_IDS), Visit.deleted_at.is_(None)))
+_PLACED = (select(ContactCard.contact_id, DavCollection.path, ContactCard.collection_id)
+           .join(DavCollection, DavCollection.id == ContactCard.collection_id)
+           .where(ContactCard.contact_id.in_(_IDS)))
+_EMAILS = (select(ContactEmail.contact_id, ContactEmail.email)
+           .where(ContactEmail.contact_id.in_(_IDS)).order_by(ContactEmail.id))
+_INSERT_CARD_LINKS = insert(ContactCard.__table__)
+_PHONES = (select(ContactPhone.contact_id, ContactPhone.phone)
+           .where(ContactPhone.contact_id.in_(_IDS)).order_by(ContactPhone.id))
+
+
 def _contacts(session: Session, ids: list[int]) -> dict[int, Row]:
     """What a card is made of, and where it goes, for the contacts that exist."""
-    return {row.id: row for row in session.execute(
-        select(Contact.id, Contact.name, Contact.title, Contact.customer_id,
-               Customer.name.label("company"))
-        .outerjoin(Customer, Customer.id == Contact.customer_id).where(Contact.id.in_(ids)))}
+    return {row.id: row for row in run(session, _CONTACTS, {"ids": ids})}
 
 
 def _wanted_books(session: Session, ids: list[int], rows: dict[int, Row]
@@ -175,11 +191,7 @@ def _wanted_books(session: Session, ids: list[int], rows: dict[int, Row]
         else:
             loose.append(contact_id)
     if loose:
-        for contact_id, rep in session.execute(
-                select(VisitAttendance.contact_id, VisitPlacement.rep).distinct()
-                .join(Visit, Visit.id == VisitAttendance.visit_id)
-                .join(VisitPlacement, VisitPlacement.visit_id == Visit.id)
-                .where(VisitAttendance.contact_id.in_(loose), Visit.deleted_at.is_(None))):
+        for contact_id, rep in run(session, _MET_BY, {"ids": loose}):
             wanted[contact_id].add(f"{rep}/{SUGGESTED_BOOK}")
     return wanted
 
@@ -187,10 +199,7 @@ def _wanted_books(session: Session, ids: list[int], rows: dict[int, Row]
 def _placed(session: Session, ids: list[int]) -> dict[int, dict[str, int]]:
     """Contact → the books its card is published in (path → collection id)."""
     placed: dict[int, dict[str, int]] = {i: {} for i in ids}
-    for contact_id, path, collection_id in session.execute(
-            select(ContactCard.contact_id, DavCollection.path, ContactCard.collection_id)
-            .join(DavCollection, DavCollection.id == ContactCard.collection_id)
-            .where(ContactCard.contact_id.in_(ids))):
+    for contact_id, path, collection_id in run(session, _PLACED, {"ids": ids}):
         placed[contact_id][path] = collection_id
     return placed
 
@@ -208,13 +217,9 @@ def _cards(session: Session, rows: list[Row]) -> dict[int, str]:
     ids = [row.id for row in rows]
     emails, phones = defaultdict(list), defaultdict(list)
     if ids:
-        for contact_id, address in session.execute(
-                select(ContactEmail.contact_id, ContactEmail.email)
-                .where(ContactEmail.contact_id.in_(ids)).order_by(ContactEmail.id)):
+        for contact_id, address in run(session, _EMAILS, {"ids": ids}):
             emails[contact_id].append(address)
-        for contact_id, number in session.execute(
-                select(ContactPhone.contact_id, ContactPhone.phone)
-                .where(ContactPhone.contact_id.in_(ids)).order_by(ContactPhone.id)):
+        for contact_id, number in run(session, _PHONES, {"ids": ids}):
             phones[contact_id].append(number)
     return {row.id: vcard(row.id, row.name, row.title, row.company, emails[row.id],
                           phones[row.id]) for row in rows}

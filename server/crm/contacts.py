@@ -8,10 +8,11 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Optional, Sequence
 
 from rapidfuzz import fuzz
-from sqlalchemy import delete, func, insert, or_, select, update
+from sqlalchemy import bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from server.crm import cards, normalize
+from server.crm.db import run
 from server.crm.errors import AlreadyExists, InvalidInput, NotFound
 from server.crm.events import Person
 from server.crm.models import (Contact, ContactCard, ContactEmail, ContactKey, ContactPhone,
@@ -31,12 +32,15 @@ class Duplicate:
 
 # --- finding and creating ----------------------------------------------------------------
 
+_BY_EMAILS = select(ContactEmail.email, ContactEmail.contact_id).where(
+    ContactEmail.email.in_(bindparam("emails", expanding=True)))
+
+
 def by_emails(session: Session, addresses: Iterable[str]) -> dict[str, int]:
     wanted = {a.lower() for a in addresses}
     if not wanted:
         return {}
-    return dict(session.execute(select(ContactEmail.email, ContactEmail.contact_id)
-                                .where(ContactEmail.email.in_(wanted))).all())
+    return dict(run(session, _BY_EMAILS, {"emails": sorted(wanted)}).all())
 
 
 def customers_of(session: Session, contact_ids: Iterable[int]) -> dict[int, Optional[int]]:

@@ -9,10 +9,11 @@ from dataclasses import dataclass
 from typing import Iterable, Optional, Sequence
 
 from rapidfuzz import fuzz
-from sqlalchemy import delete, func, insert, or_, select
+from sqlalchemy import bindparam, delete, func, insert, or_, select
 from sqlalchemy.orm import Session
 
 from server.crm import normalize
+from server.crm.db import run
 from server.crm.errors import AlreadyExists, InvalidInput, NotFound
 from server.crm.models import Customer, CustomerCollaborator, CustomerDomain, CustomerKey, utcnow
 from server.crm.settings import CrmSettings
@@ -120,10 +121,7 @@ def audience(session: Session, customer_ids: Iterable[int]) -> dict[int, set[str
     out: dict[int, set[str]] = {i: set() for i in ids}
     if not ids:
         return out
-    for cid, owner, collaborator in session.execute(
-            select(Customer.id, Customer.owner, CustomerCollaborator.username)
-            .outerjoin(CustomerCollaborator, CustomerCollaborator.customer_id == Customer.id)
-            .where(Customer.id.in_(ids))):
+    for cid, owner, collaborator in run(session, _AUDIENCE, {"ids": sorted(ids)}):
         out[cid].update(u for u in (owner, collaborator) if u)
     return out
 
@@ -178,14 +176,20 @@ def by_names(session: Session, names: Iterable[str]) -> dict[str, int]:
     return out
 
 
+_BY_DOMAINS = select(CustomerDomain.domain, CustomerDomain.customer_id).where(
+    CustomerDomain.domain.in_(bindparam("domains", expanding=True)))
+_AUDIENCE = (select(Customer.id, Customer.owner, CustomerCollaborator.username)
+             .outerjoin(CustomerCollaborator, CustomerCollaborator.customer_id == Customer.id)
+             .where(Customer.id.in_(bindparam("ids", expanding=True))))
+
+
 def by_domains(session: Session, domains_: Iterable[str]) -> dict[str, int]:
     """E-mail domain → customer, a subdomain matching its parent's customer."""
     candidates = {d: normalize.domain_candidates(d) for d in set(domains_)}
     every = {c for cs in candidates.values() for c in cs}
     if not every:
         return {}
-    owner = dict(session.execute(select(CustomerDomain.domain, CustomerDomain.customer_id)
-                                 .where(CustomerDomain.domain.in_(every))).all())
+    owner = dict(run(session, _BY_DOMAINS, {"domains": sorted(every)}).all())
     out = {}
     for domain, chain in candidates.items():
         hit = next((owner[c] for c in chain if c in owner), None)

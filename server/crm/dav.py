@@ -19,6 +19,7 @@ from sqlalchemy import Row, and_, bindparam, delete, func, insert, or_, select, 
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from server.crm.db import run
 from server.crm.errors import AlreadyExists, InvalidSyncToken, NotFound
 from server.crm.models import DavChange, DavCollection, DavItem, DavTrash, utcnow
 
@@ -86,8 +87,8 @@ COLLECTION_COLUMNS = (DavCollection.id, DavCollection.path, DavCollection.tag,
                       DavCollection.props_json, DavCollection.sync_key, DavCollection.revision,
                       DavCollection.pruned_revision, DavCollection.modified_at)
 _ITEM_COLUMNS = (DavItem.href, DavItem.uid, DavItem.name, DavItem.component, DavItem.text,
-                 DavItem.etag, DavItem.range_start, DavItem.range_end, DavItem.klass,
-                 DavItem.modified_at, DavItem.revision)
+                 DavItem.etag, DavItem.range_start, DavItem.range_end,
+                 DavItem.klass.label("klass"), DavItem.modified_at, DavItem.revision)
 
 
 def collection_from_row(row: Row, prefix: str = "") -> CollectionState:
@@ -102,6 +103,40 @@ def collection_from_row(row: Row, prefix: str = "") -> CollectionState:
                            modified_at=_aware(col("modified_at")))
 
 
+# Hot-path statements, built once (see db.run).
+_COLLECTION_AT = select(*COLLECTION_COLUMNS).where(DavCollection.path == bindparam("path"))
+_COLLECTION_AT_LOCKED = _COLLECTION_AT.with_for_update()
+_COLLECTIONS_AT = select(*COLLECTION_COLUMNS).where(
+    DavCollection.path.in_(bindparam("paths", expanding=True)))
+_ITEM_AT = select(*_ITEM_COLUMNS).where(DavItem.collection_id == bindparam("cid"),
+                                        DavItem.href == bindparam("href"))
+_ITEMS_AT = select(*_ITEM_COLUMNS).where(DavItem.collection_id == bindparam("cid"),
+                                         DavItem.href.in_(bindparam("hrefs", expanding=True)))
+_HAS_UID = select(DavItem.id).where(DavItem.collection_id == bindparam("cid"),
+                                    DavItem.uid == bindparam("uid")).limit(1)
+_INSERT_ITEM = insert(DavItem.__table__)
+_UPDATE_ITEM = update(DavItem.__table__).where(
+    DavItem.__table__.c.collection_id == bindparam("c_id"),
+    DavItem.__table__.c.href == bindparam("c_href"))
+_BUMP = (update(DavCollection).where(DavCollection.id == bindparam("cid"))
+         .values(revision=DavCollection.revision + 1, modified_at=bindparam("now"))
+         .returning(DavCollection.revision))
+_CHANGED_SINCE = select(DavChange.href).where(DavChange.collection_id == bindparam("cid"),
+                                              DavChange.revision > bindparam("revision"))
+
+
+def _upsert_change(dialect_name: str):
+    dialect = postgresql if dialect_name == "postgresql" else sqlite
+    stmt = dialect.insert(DavChange.__table__)
+    return stmt.on_conflict_do_update(
+        index_elements=["collection_id", "href"],
+        set_=dict(revision=stmt.excluded.revision, deleted=stmt.excluded.deleted,
+                  changed_at=stmt.excluded.changed_at))
+
+
+_UPSERT_CHANGE = {name: _upsert_change(name) for name in ("postgresql", "sqlite")}
+
+
 def _item(row: Row) -> StoredItem:
     return StoredItem(href=row.href, uid=row.uid or "", name=row.name, component=row.component,
                       text=row.text, etag=row.etag, range_start=row.range_start,
@@ -114,10 +149,8 @@ def _item(row: Row) -> StoredItem:
 def get_collection(session: Session, path: str, for_update: bool = False
                    ) -> Optional[CollectionState]:
     """The collection at ``path``; ``for_update`` row-locks it until commit (PostgreSQL)."""
-    stmt = select(*COLLECTION_COLUMNS).where(DavCollection.path == path)
-    if for_update:
-        stmt = stmt.with_for_update()
-    row = session.execute(stmt).first()
+    row = run(session, _COLLECTION_AT_LOCKED if for_update else _COLLECTION_AT,
+              {"path": path}).first()
     return collection_from_row(row) if row else None
 
 
@@ -126,7 +159,7 @@ def get_collections(session: Session, paths: Iterable[str]) -> dict[str, Collect
     wanted = set(paths)
     if not wanted:
         return {}
-    rows = session.execute(select(*COLLECTION_COLUMNS).where(DavCollection.path.in_(wanted)))
+    rows = run(session, _COLLECTIONS_AT, {"paths": sorted(wanted)})
     return {row.path: collection_from_row(row) for row in rows}
 
 
@@ -234,8 +267,7 @@ def delete_collection(session: Session, path: str, actor: Optional[str] = None) 
 # --- items ---------------------------------------------------------------------------------
 
 def get_item(session: Session, collection_id: int, href: str) -> Optional[StoredItem]:
-    row = session.execute(select(*_ITEM_COLUMNS).where(
-        DavItem.collection_id == collection_id, DavItem.href == href)).first()
+    row = run(session, _ITEM_AT, {"cid": collection_id, "href": href}).first()
     return _item(row) if row else None
 
 
@@ -243,8 +275,7 @@ def get_items(session: Session, collection_id: int, hrefs: Iterable[str]) -> dic
     wanted = list(dict.fromkeys(hrefs))
     found: dict[str, StoredItem] = {}
     for i in range(0, len(wanted), _CHUNK):
-        rows = session.execute(select(*_ITEM_COLUMNS).where(
-            DavItem.collection_id == collection_id, DavItem.href.in_(wanted[i:i + _CHUNK])))
+        rows = run(session, _ITEMS_AT, {"cid": collection_id, "hrefs": wanted[i:i + _CHUNK]})
         found.update((row.href, _item(row)) for row in rows)
     return found
 
@@ -275,8 +306,7 @@ def item_hrefs(session: Session, collection_id: int) -> list[str]:
 
 
 def has_uid(session: Session, collection_id: int, uid: str) -> bool:
-    return session.scalar(select(DavItem.id).where(
-        DavItem.collection_id == collection_id, DavItem.uid == uid).limit(1)) is not None
+    return run(session, _HAS_UID, {"cid": collection_id, "uid": uid}).first() is not None
 
 
 def put_item(session: Session, collection_id: int, data: ItemData
@@ -284,15 +314,9 @@ def put_item(session: Session, collection_id: int, data: ItemData
     """Create or replace the item at ``data.href``. Returns (stored, replaced or None)."""
     old = get_item(session, collection_id, data.href)
     revision, now = _bump(session, collection_id)
-    values = dict(uid=data.uid or None, name=data.name, component=data.component, text=data.text,
-                  etag=data.etag, range_start=data.range_start, range_end=data.range_end,
-                  klass=data.klass, revision=revision, modified_at=now)
-    if old is None:
-        session.execute(insert(DavItem).values(collection_id=collection_id, href=data.href,
-                                               **values))
-    else:
-        session.execute(update(DavItem).where(DavItem.collection_id == collection_id,
-                                              DavItem.href == data.href).values(**values))
+    row = _item_row(collection_id, data, revision, now)
+    run(session, _INSERT_ITEM if old is None else _UPDATE_ITEM,
+        row if old is None else _update_params(row))
     _record_change(session, collection_id, data.href, revision, deleted=False, now=now)
     stored = StoredItem(**{**data.__dict__, "modified_at": now, "revision": revision})
     return stored, old
@@ -306,22 +330,29 @@ def put_items(session: Session, collection_id: int, items: Sequence[ItemData],
         return 0
     replace = set(existing)
     revision, now = _bump(session, collection_id)
-    rows = [dict(collection_id=collection_id, href=d.href, uid=d.uid or None, name=d.name,
-                 component=d.component, text=d.text, etag=d.etag, range_start=d.range_start,
-                 range_end=d.range_end, klass=d.klass, revision=revision, modified_at=now)
-            for d in items]
+    rows = [_item_row(collection_id, d, revision, now) for d in items]
     new = [r for r in rows if r["href"] not in replace]
-    old = [{**{k: v for k, v in r.items() if k not in ("collection_id", "href")},
-            "c_id": collection_id, "c_href": r["href"]} for r in rows if r["href"] in replace]
+    old = [_update_params(r) for r in rows if r["href"] in replace]
     for i in range(0, len(new), _CHUNK):
-        session.execute(insert(DavItem), new[i:i + _CHUNK])
+        run(session, _INSERT_ITEM, new[i:i + _CHUNK])
     if old:
-        table = DavItem.__table__
-        session.connection().execute(
-            table.update().where(table.c.collection_id == bindparam("c_id"),
-                                 table.c.href == bindparam("c_href")), old)
+        run(session, _UPDATE_ITEM, old)
     _record_changes(session, collection_id, [d.href for d in items], revision, False, now)
     return len(items)
+
+
+def _item_row(collection_id: int, d: ItemData, revision: int, now: dt.datetime) -> dict:
+    """The ``dav_items`` row (by column name: ``class``, not ``klass``)."""
+    return {"collection_id": collection_id, "href": d.href, "uid": d.uid or None,
+            "name": d.name, "component": d.component, "text": d.text, "etag": d.etag,
+            "range_start": d.range_start, "range_end": d.range_end, "class": d.klass,
+            "revision": revision, "modified_at": now}
+
+
+def _update_params(row: dict) -> dict:
+    """``_UPDATE_ITEM``'s parameters: the row, keyed by ``c_id``/``c_href``."""
+    params = {k: v for k, v in row.items() if k not in ("collection_id", "href")}
+    return {**params, "c_id": row["collection_id"], "c_href": row["href"]}
 
 
 def delete_item(session: Session, collection: CollectionState, href: str,
@@ -384,8 +415,8 @@ def changes_since(session: Session, collection: CollectionState, old_token: str)
         raise InvalidSyncToken(old_token, "too old, its deletions have been pruned")
     if revision == collection.revision:
         return []
-    return list(session.scalars(select(DavChange.href).where(
-        DavChange.collection_id == collection.id, DavChange.revision > revision)))
+    return list(run(session, _CHANGED_SINCE, {"cid": collection.id, "revision": revision})
+                .scalars())
 
 
 def prune_tombstones(session: Session, collection_id: int, older_than: dt.datetime) -> int:
@@ -407,10 +438,7 @@ def prune_tombstones(session: Session, collection_id: int, older_than: dt.dateti
 def _bump(session: Session, collection_id: int) -> tuple[int, dt.datetime]:
     """Next revision of the collection; the UPDATE row-locks it until commit."""
     now = utcnow()
-    revision = session.execute(
-        update(DavCollection).where(DavCollection.id == collection_id)
-        .values(revision=DavCollection.revision + 1, modified_at=now)
-        .returning(DavCollection.revision)).scalar_one()
+    revision = run(session, _BUMP, {"cid": collection_id, "now": now}).scalar_one()
     return revision, now
 
 
@@ -422,16 +450,11 @@ def _record_change(session: Session, collection_id: int, href: str, revision: in
 def _record_changes(session: Session, collection_id: int, hrefs: Sequence[str], revision: int,
                     deleted: bool, now: dt.datetime) -> None:
     """Upsert the change log rows of ``hrefs`` (one statement, executemany for several)."""
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    stmt = dialect.insert(DavChange.__table__)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["collection_id", "href"],
-        set_=dict(revision=stmt.excluded.revision, deleted=stmt.excluded.deleted,
-                  changed_at=stmt.excluded.changed_at))
+    stmt = _UPSERT_CHANGE[session.get_bind().dialect.name]
     rows = [dict(collection_id=collection_id, href=h, revision=revision, deleted=deleted,
                  changed_at=now) for h in dict.fromkeys(hrefs)]
     for i in range(0, len(rows), _CHUNK):
-        session.connection().execute(stmt, rows[i:i + _CHUNK])
+        run(session, stmt, rows[i:i + _CHUNK])
 
 
 def _trash_item(session: Session, collection: CollectionState, item: StoredItem,

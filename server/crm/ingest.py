@@ -23,16 +23,19 @@ import datetime as dt
 from collections import Counter
 from typing import Any, Optional
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from server.crm import audit, cards, contacts, customers, events, normalize, visits
 from server.crm.customers import NO_MATCH, Match
+from server.crm.db import run
 from server.crm.events import EventFacts, Person
 from server.crm.models import User, utcnow
 from server.crm.settings import CrmSettings
 
 _SKIPPED_CUTYPES = {"ROOM", "RESOURCE"}
+_USER_EMAILS = select(func.lower(User.email)).where(
+    func.lower(User.email).in_(bindparam("emails", expanding=True)))
 
 
 class Ingestion:
@@ -125,8 +128,7 @@ class Ingestion:
                 continue
             people[person.email] = person
         if people:
-            users = set(session.scalars(select(func.lower(User.email)).where(
-                func.lower(User.email).in_(set(people)))))
+            users = run(session, _USER_EMAILS, {"emails": sorted(people)}).scalars().all()
             for address in users:
                 people.pop(address, None)
         return list(people.values())
