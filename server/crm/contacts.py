@@ -88,33 +88,48 @@ def create(session: Session, name: str, *, emails: Sequence[str] = (),
                                       threshold)
 
 
+@dataclass(frozen=True)
+class NewContact:
+    id: int
+    name: str
+    customer_id: Optional[int]
+
+
+_INSERT_CONTACTS = insert(Contact.__table__).returning(Contact.__table__.c.id,
+                                                       sort_by_parameter_order=True)
+_INSERT_EMAILS = insert(ContactEmail.__table__)
+_INSERT_KEYS = insert(ContactKey.__table__)
+
+
 def from_attendees(session: Session, people: Sequence[Person],
                    customer_of: Callable[[str], Optional[int]], created_by: Optional[str],
-                   threshold: int) -> list[tuple[Contact, list[Duplicate]]]:
+                   threshold: int) -> list[tuple[NewContact, list[Duplicate]]]:
     """New contacts for attendees the caller found unknown by e-mail (in this transaction),
     inserted together: a handful of statements however many there are."""
     people = list({p.email: p for p in people}.values())
     if not people:
         return []
-    made = []
+    now = utcnow()
+    rows = []
     for person in people:
         name = person.name if person.name and normalize.email(person.name) is None \
             else normalize.display_name_from_email(person.email)
         name = " ".join(name.split())[:255] or person.email[:255]
-        made.append(Contact(name=name, normalized_name=normalize.person_name(name),
-                            customer_id=customer_of(person.email), source="attendee",
-                            created_by=created_by))
-    session.add_all(made)
-    session.flush()                       # one INSERT ... RETURNING for all of them
-    session.execute(insert(ContactEmail), [{"contact_id": c.id, "email": p.email}
-                                           for c, p in zip(made, people)])
+        rows.append(dict(name=name, normalized_name=normalize.person_name(name), title=None,
+                         customer_id=customer_of(person.email), source="attendee",
+                         created_by=created_by, created_at=now, updated_at=now))
+    ids = run(session, _INSERT_CONTACTS, rows).scalars().all()
+    made = [NewContact(i, r["name"], r["customer_id"]) for i, r in zip(ids, rows)]
+    run(session, _INSERT_EMAILS, [{"contact_id": c.id, "email": p.email}
+                                  for c, p in zip(made, people)])
+    normalized = {c.id: r["normalized_name"] for c, r in zip(made, rows)}
     keys = [{"key": k, "contact_id": c.id} for c in made
-            for k in sorted(normalize.keys(c.normalized_name))]
+            for k in sorted(normalize.keys(normalized[c.id]))]
     if keys:
-        session.execute(insert(ContactKey), keys)
+        run(session, _INSERT_KEYS, keys)
     out, pairs, fresh = [], set(), []
     for contact in made:
-        found = [d for d in _similar(session, contact.id, contact.normalized_name, (), threshold)
+        found = [d for d in _similar(session, contact.id, normalized[contact.id], (), threshold)
                  if (d.other_id, d.contact_id) not in pairs]    # A~B and B~A: once
         pairs.update((d.contact_id, d.other_id) for d in found)
         fresh += found
@@ -146,19 +161,24 @@ def record_duplicates(session: Session, contact_id: int, normalized: str,
     return fresh
 
 
+# Most shared name keys first, so the cut never drops the closest names.
+_SIMILAR_NAMES = select(Contact.id, Contact.normalized_name).where(Contact.id.in_(
+    select(ContactKey.contact_id)
+    .where(ContactKey.key.in_(bindparam("keys", expanding=True)),
+           ContactKey.contact_id != bindparam("me"))
+    .group_by(ContactKey.contact_id)
+    .order_by(func.count().desc(), ContactKey.contact_id).limit(_MAX_CANDIDATES)))
+_INSERT_DUPLICATES = insert(DuplicateCandidate.__table__)
+
+
 def _similar(session: Session, contact_id: int, normalized: str, phones: Sequence[str],
              threshold: int) -> list[Duplicate]:
     """Contacts with a similar name (blocked by name keys, then scored) or the same phone."""
     found: dict[int, Duplicate] = {}
     words = normalize.keys(normalized)
     if words:
-        # Most shared name keys first, so a cut never drops the closest names.
-        ids = select(ContactKey.contact_id).where(ContactKey.key.in_(words),
-                                                  ContactKey.contact_id != contact_id) \
-            .group_by(ContactKey.contact_id) \
-            .order_by(func.count().desc(), ContactKey.contact_id).limit(_MAX_CANDIDATES)
-        for other_id, other_name in session.execute(
-                select(Contact.id, Contact.normalized_name).where(Contact.id.in_(ids))):
+        for other_id, other_name in run(session, _SIMILAR_NAMES,
+                                        {"keys": sorted(words), "me": contact_id}):
             score = int(round(fuzz.token_sort_ratio(normalized, other_name)))
             if score >= threshold:
                 found[other_id] = Duplicate(contact_id, other_id, score, "name")
@@ -172,7 +192,7 @@ def _similar(session: Session, contact_id: int, normalized: str, phones: Sequenc
 def _insert_duplicates(session: Session, found: Sequence[Duplicate]) -> None:
     if found:
         now = utcnow()
-        session.execute(insert(DuplicateCandidate), [dict(
+        run(session, _INSERT_DUPLICATES, [dict(
             contact_id=d.contact_id, other_id=d.other_id, score=d.score, reason=d.reason,
             status="open", created_at=now) for d in found])
 

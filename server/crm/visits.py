@@ -8,10 +8,11 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
-from sqlalchemy import delete, func, insert, or_, select, update
+from sqlalchemy import bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from server.crm.customers import Match
+from server.crm.db import run
 from server.crm.errors import InvalidInput, NotFound
 from server.crm.events import EventFacts
 from server.crm.models import (Customer, Visit, VisitAttendance, VisitOccurrence,
@@ -39,84 +40,98 @@ def placement(session: Session, collection_path: str, href: str) -> Optional[Vis
         VisitPlacement.collection_path == collection_path, VisitPlacement.href == href))
 
 
+_V, _P, _O, _A = (m.__table__ for m in (Visit, VisitPlacement, VisitOccurrence,
+                                          VisitAttendance))
+_FIELDS = ("summary", "location", "start", "end", "status", "recurring")
+_TAG = ("customer_id", "match_method", "match_score")
+_PLACEMENT_AT = select(_P.c.id, _P.c.visit_id, _P.c.rep).where(
+    _P.c.collection_path == bindparam("path"), _P.c.href == bindparam("href"))
+_VISIT_BY_UID = select(_V.c.id, _V.c.deleted_at, *(_V.c[f] for f in _FIELDS + _TAG)).where(
+    _V.c.uid == bindparam("uid"))
+_INSERT_VISIT = insert(_V).returning(_V.c.id)
+_INSERT_PLACEMENT = insert(_P)
+_SET_REP = update(_P).where(_P.c.id == bindparam("pid")).values(rep=bindparam("new_rep"))
+_OCCURRENCES = (select(_O.c.start, _O.c.end, _O.c.recurrence_id, _O.c.status)
+                .where(_O.c.visit_id == bindparam("vid")).order_by(_O.c.start, _O.c.id))
+_DROP_OCCURRENCES = delete(_O).where(_O.c.visit_id == bindparam("vid"))
+_INSERT_OCCURRENCES = insert(_O)
+_ATTENDANCE = select(_A.c.contact_id, _A.c.partstat, _A.c.role).where(
+    _A.c.visit_id == bindparam("vid"))
+_DROP_ATTENDANCE = delete(_A).where(_A.c.visit_id == bindparam("vid"),
+                                    _A.c.contact_id.in_(bindparam("gone", expanding=True)))
+_INSERT_ATTENDANCE = insert(_A)
+_SET_ATTENDANCE = update(_A).where(_A.c.visit_id == bindparam("vid"),
+                                   _A.c.contact_id == bindparam("cid")).values(
+    partstat=bindparam("new_partstat"), role=bindparam("new_role"))
+
+
 def record(session: Session, facts: EventFacts, collection_path: str, href: str, rep: str,
            match: Match, attendance: Sequence[Attendance]) -> Outcome:
     """Create, update or restore the visit of ``facts.uid`` and place it here."""
-    here = placement(session, collection_path, href)
-    visit = session.scalar(select(Visit).where(Visit.uid == facts.uid))
-    if here is not None and (visit is None or here.visit_id != visit.id):
+    here = run(session, _PLACEMENT_AT, {"path": collection_path, "href": href}).first()
+    current = run(session, _VISIT_BY_UID, {"uid": facts.uid}).first()
+    if here is not None and (current is None or here.visit_id != current.id):
         unplace(session, collection_path, href)   # the href now holds another UID
         here = None
-    action = "update"
-    if visit is None:
-        now = utcnow()
-        visit = Visit(uid=facts.uid, created_at=now, updated_at=now)
-        session.add(visit)
-        action = "create"
-    elif visit.deleted_at is not None:
-        visit.deleted_at = None
-        action = "restore"
-    changed = _apply(visit, facts, match)
-    session.flush()
+    now = utcnow()
+    values = _wanted(facts, match, current)
+    if current is None:
+        action, changed = "create", list(values)
+        visit_id = run(session, _INSERT_VISIT, {
+            "uid": facts.uid, **values, "created_at": now, "updated_at": now}).scalar_one()
+    else:
+        visit_id = current.id
+        action = "restore" if current.deleted_at is not None else "update"
+        changed = [name for name, value in values.items()
+                   if _as_stored(getattr(current, name)) != value]
     placed = here is None or here.rep != rep
     if here is None:
-        session.add(VisitPlacement(visit_id=visit.id, collection_path=collection_path,
-                                   href=href, rep=rep))
+        run(session, _INSERT_PLACEMENT, {"visit_id": visit_id, "collection_path": collection_path,
+                                         "href": href, "rep": rep})
         if action == "update":
             changed.append("reps")
     elif here.rep != rep:
-        here.rep = rep
+        run(session, _SET_REP, {"pid": here.id, "new_rep": rep})
         changed.append("reps")
     fresh = action == "create"
-    if _set_occurrences(session, visit.id, facts, fresh):
+    if _set_occurrences(session, visit_id, facts, fresh):
         changed.append("occurrences")
-    contacts_changed = _set_attendance(session, visit.id, attendance, fresh)
+    contacts_changed = _set_attendance(session, visit_id, attendance, fresh)
     if contacts_changed:
         changed.append("attendees")
     if action == "update" and not changed:
         action = "unchanged"
-    elif changed and action != "create":
-        visit.updated_at = utcnow()
-    session.flush()
-    return Outcome(visit.id, action, tuple(changed), frozenset(contacts_changed), placed)
+    elif not fresh:
+        fields = {name: values[name] for name in changed if name in values}
+        session.execute(update(_V).where(_V.c.id == visit_id).values(
+            **fields, updated_at=now, **({"deleted_at": None} if action == "restore" else {})))
+    return Outcome(visit_id, action, tuple(changed), frozenset(contacts_changed), placed)
 
 
-_FIELDS = ("summary", "location", "start", "end", "status", "recurring")
-
-
-def _apply(visit: Visit, facts: EventFacts, match: Match) -> list[str]:
+def _wanted(facts: EventFacts, match: Match, current) -> dict:
+    """The visit's fields as the event says. A tag set by hand stays unless the event
+    itself names a customer."""
     wanted = dict(summary=facts.summary[:4000], location=facts.location[:4000],
                   start=facts.start, end=facts.end, status=facts.status,
                   recurring=facts.recurring)
-    # A tag set by hand stays unless the event itself names a customer.
-    if visit.match_method != "manual" or match.method in ("explicit", "category"):
+    if current is None or current.match_method != "manual" \
+            or match.method in ("explicit", "category"):
         wanted.update(customer_id=match.customer_id, match_method=match.method,
                       match_score=match.score)
-    changed = []
-    for name, value in wanted.items():
-        current = getattr(visit, name)
-        if isinstance(current, dt.datetime) and current.tzinfo is None:
-            current = current.replace(tzinfo=dt.timezone.utc)
-        if current != value:
-            setattr(visit, name, value)
-            changed.append(name)
-    return changed
+    return wanted
 
 
 def _set_occurrences(session: Session, visit_id: int, facts: EventFacts, fresh: bool) -> bool:
     """Replace the occurrences if they differ; ``fresh``: the visit was just created."""
     wanted = [(o.start, o.end, o.recurrence_id, o.status) for o in facts.occurrences]
     if not fresh:
-        rows = session.execute(select(VisitOccurrence.start, VisitOccurrence.end,
-                                      VisitOccurrence.recurrence_id, VisitOccurrence.status)
-                               .where(VisitOccurrence.visit_id == visit_id)
-                               .order_by(VisitOccurrence.start, VisitOccurrence.id)).all()
-        current = [(_aware(r.start), _aware(r.end), r.recurrence_id, r.status) for r in rows]
+        current = [(_aware(r.start), _aware(r.end), r.recurrence_id, r.status)
+                   for r in run(session, _OCCURRENCES, {"vid": visit_id})]
         if current == wanted:
             return False
-        session.execute(delete(VisitOccurrence).where(VisitOccurrence.visit_id == visit_id))
+        run(session, _DROP_OCCURRENCES, {"vid": visit_id})
     if wanted:
-        session.execute(insert(VisitOccurrence), [dict(
+        run(session, _INSERT_OCCURRENCES, [dict(
             visit_id=visit_id, start=s, end=e, recurrence_id=r, status=st)
             for s, e, r, st in wanted])
     return True
@@ -125,24 +140,22 @@ def _set_occurrences(session: Session, visit_id: int, facts: EventFacts, fresh: 
 def _set_attendance(session: Session, visit_id: int, attendance: Sequence[Attendance],
                     fresh: bool) -> set[int]:
     """Make the attendance ``attendance``; returns the contacts who joined or left."""
-    current = {} if fresh else {r.contact_id: (r.partstat, r.role) for r in session.execute(
-        select(VisitAttendance.contact_id, VisitAttendance.partstat, VisitAttendance.role)
-        .where(VisitAttendance.visit_id == visit_id))}
+    current = {} if fresh else {r.contact_id: (r.partstat, r.role)
+                                for r in run(session, _ATTENDANCE, {"vid": visit_id})}
     wanted = {a.contact_id: (a.partstat, a.role) for a in attendance}
     gone = set(current) - set(wanted)
     if gone:
-        session.execute(delete(VisitAttendance).where(VisitAttendance.visit_id == visit_id,
-                                                      VisitAttendance.contact_id.in_(gone)))
+        run(session, _DROP_ATTENDANCE, {"vid": visit_id, "gone": sorted(gone)})
     new = [c for c in wanted if c not in current]
     if new:
-        session.execute(insert(VisitAttendance), [dict(
+        run(session, _INSERT_ATTENDANCE, [dict(
             visit_id=visit_id, contact_id=c, partstat=wanted[c][0], role=wanted[c][1])
             for c in new])
     for contact_id in set(wanted) & set(current):
         if wanted[contact_id] != current[contact_id]:
-            session.execute(update(VisitAttendance).where(
-                VisitAttendance.visit_id == visit_id, VisitAttendance.contact_id == contact_id)
-                .values(partstat=wanted[contact_id][0], role=wanted[contact_id][1]))
+            run(session, _SET_ATTENDANCE, {"vid": visit_id, "cid": contact_id,
+                                           "new_partstat": wanted[contact_id][0],
+                                           "new_role": wanted[contact_id][1]})
     return gone | set(new)
 
 
@@ -266,6 +279,11 @@ def tag(session: Session, visit: Visit, customer_id: int) -> None:
     visit.customer_id, visit.match_method, visit.match_score = customer_id, "manual", 100
     visit.updated_at = utcnow()
     session.flush()
+
+
+def _as_stored(value):
+    """A column value as it compares with what an event says (SQLite: naive UTC)."""
+    return _aware(value) if isinstance(value, dt.datetime) else value
 
 
 def _aware(value: Optional[dt.datetime]) -> Optional[dt.datetime]:
