@@ -1,0 +1,42 @@
+"""The comparative benchmark's correctness checks, at a tiny size: every answer of stock
+Radicale and of ours (SQLite; PostgreSQL under crm-server and gunicorn when the test
+database is set) is what the workload says it must be. Timings are printed by the
+benchmark, never asserted here."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from davclient import ROOT
+
+pytestmark = pytest.mark.e2e
+
+
+def test_every_benchmark_answer_is_checked_and_right(tmp_path):
+    configs = ["stock", "sqlite"]
+    pg_url = os.environ.get("CRM_TEST_DATABASE_URL")
+    args = []
+    if pg_url:
+        configs += ["pg", "pg-gunicorn"]
+        args = ["--pg-url", pg_url, "--parallel-workers", "2", "--parallel-puts", "10"]
+    else:
+        args = ["--parallel-workers", ""]
+    out = tmp_path / "compare.json"
+    run = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "bench", "compare.py"), "--configs",
+         ",".join(configs), "--sizes", "120", "--repeats", "1", "--stock-budget", "30",
+         "--out", str(out), *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, (run.stdout[-2000:], run.stderr[-2000:])
+    document = json.loads(out.read_text())
+    assert sorted(document["results"]) == sorted(configs)   # none was skipped
+    for config in configs:
+        figures = document["results"][config]["120"]
+        assert figures, config
+    if pg_url:
+        assert [p["workers"] for p in document["parallel"]] == [2]
