@@ -99,7 +99,7 @@ def install() -> None:
 
 
 def uninstall() -> None:
-    """Back to vobject's own behaviour (for the benchmark's comparison and tests)."""
+    """Back to vobject's own behaviour (the tests compare the two)."""
     icalendar.TimezoneComponent.tzinfo = _original_property
     icalendar.tzinfo_eq = _original_eq
     with _lock:
