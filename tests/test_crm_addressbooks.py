@@ -153,3 +153,27 @@ def test_suggestions_follow_the_visits_that_made_them(crm):
     # The same invitation in alice's calendar suggests him to her too.
     crm.put(crm.alice, "s.ics", text)
     assert len(cards_in(crm.alice, "crm-suggested")) == 1
+
+
+def test_attendees_joining_or_leaving_a_shared_visit_reach_every_reps_suggestions(crm):
+    tom, ann = ("Tom Free", "tom@gmail.com"), ("Ann Free", "ann@gmail.com")
+    crm.put(crm.bob, "j.ics", thunderbird("sg-2", "Lunch", [tom], me(crm.bob)))
+    crm.put(crm.alice, "j.ics", thunderbird("sg-2", "Lunch", [tom], me(crm.bob)))
+    [tom_href] = cards_in(crm.alice, "crm-suggested")
+    token = sync_token(crm.alice.report(book(crm.alice, "crm-suggested"),
+                                        sync_collection()).body)
+    # Ann joins the visit (edited in bob's calendar): both reps hold it, both meet her; Tom's
+    # card, already in both books, is not written again.
+    crm.put(crm.bob, "j.ics", thunderbird("sg-2", "Lunch", [tom, ann], me(crm.bob)), 204)
+    for rep in (crm.alice, crm.bob):
+        names = sorted(t.split("FN:")[1].split("\r\n")[0]
+                       for t in cards_in(rep, "crm-suggested").values())
+        assert names == ["Ann Free", "Tom Free"], rep.user
+    changed = responses(crm.alice.report(book(crm.alice, "crm-suggested"),
+                                         sync_collection(token)).body)
+    assert len(changed) == 1 and tom_href not in changed
+    # Tom leaves: he attends no live visit any more, so he leaves both books.
+    crm.put(crm.bob, "j.ics", thunderbird("sg-2", "Lunch", [ann], me(crm.bob)), 204)
+    for rep in (crm.alice, crm.bob):
+        assert [t for t in cards_in(rep, "crm-suggested").values() if "Tom Free" in t] == []
+        assert len(cards_in(rep, "crm-suggested")) == 1

@@ -198,6 +198,14 @@ def placements_below(session: Session, path: str) -> list[tuple[str, str]]:
             VisitPlacement.collection_path.startswith(path + "/", autoescape=True))))]
 
 
+_REPS_OF = select(_P.c.rep).distinct().where(_P.c.visit_id == bindparam("vid"))
+
+
+def reps_of(session: Session, visit_id: int) -> list[str]:
+    """The reps whose calendars hold the visit."""
+    return list(run(session, _REPS_OF, {"vid": visit_id}).scalars())
+
+
 def attendees(session: Session, visit_id: int) -> list[int]:
     return list(session.scalars(select(VisitAttendance.contact_id)
                                 .where(VisitAttendance.visit_id == visit_id)))
