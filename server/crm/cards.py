@@ -26,7 +26,7 @@ from server.crm import customers, dav
 from server.crm.db import run
 from server.crm.redaction import escape_text
 from server.crm.models import (Contact, ContactCard, ContactEmail, ContactPhone, Customer,
-                               DavCollection, Visit, VisitAttendance, VisitPlacement)
+                               DavCollection, VisitAttendance, VisitPlacement)
 
 CONTACTS_BOOK = "crm-contacts"
 SUGGESTED_BOOK = "crm-suggested"
@@ -177,10 +177,11 @@ _CONTACTS = (select(Contact.id, Contact.name, Contact.title, Contact.customer_id
                     Customer.name.label("company"))
              .outerjoin(Customer, Customer.id == Contact.customer_id).where(Contact.id.in_(_IDS)))
 _LOOSE = select(Contact.id).where(Contact.id.in_(_IDS), Contact.customer_id.is_(None))
+# A visit with a placement is live (the last placement gone, it goes to the trash), so no
+# join to crm_visits: with it, PostgreSQL on stale statistics scanned every visit.
 _MET_BY = (select(VisitAttendance.contact_id, VisitPlacement.rep).distinct()
-           .join(Visit, Visit.id == VisitAttendance.visit_id)
-           .join(VisitPlacement, VisitPlacement.visit_id == Visit.id)
-           .where(VisitAttendance.contact_id.in_(_IDS), Visit.deleted_at.is_(None)))
+           .join(VisitPlacement, VisitPlacement.visit_id == VisitAttendance.visit_id)
+           .where(VisitAttendance.contact_id.in_(_IDS)))
 _PLACED = (select(ContactCard.contact_id, DavCollection.path, ContactCard.collection_id)
            .join(DavCollection, DavCollection.id == ContactCard.collection_id)
            .where(ContactCard.contact_id.in_(_IDS)))
