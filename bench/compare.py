@@ -1061,19 +1061,30 @@ def parse_options(argv: Optional[list[str]]) -> tuple[Options, str, str]:
     unknown = set(configs) - set(CONFIGS)
     if unknown:
         parser.error(f"unknown configuration(s): {', '.join(sorted(unknown))}")
-    sizes = sorted(int(n) for n in pick(args.sizes, "1000,10000,50000", "500").split(","))
+    sizes = sorted(_numbers(parser, "--sizes", pick(args.sizes, "1000,10000,50000", "500")))
     workers = pick(args.parallel_workers, "1,2,4", "2")
     opts = Options(configs=configs, sizes=sizes, clients=args.clients,
                    repeats=pick(args.repeats, 9, 5),
                    stock_budget=pick(args.stock_budget, 120.0, 20.0),
                    stock_max_size=args.stock_max_size, gunicorn_workers=args.gunicorn_workers,
-                   parallel_workers=[int(w) for w in workers.split(",") if w],
+                   parallel_workers=_numbers(parser, "--parallel-workers", workers),
                    parallel_puts=pick(args.parallel_puts, 250, 30), seed=args.seed, quick=quick)
     if min(sizes) < 2 * (CHANGED + DELETED + GETS_PER_REPEAT):
         parser.error("sizes must be at least 50")
     out = args.out or os.path.join(ROOT, "bench", "results",
                                    f"compare-{'quick' if quick else 'full'}.json")
     return opts, out, args.pg_url
+
+
+def _numbers(parser: argparse.ArgumentParser, option: str, text: str) -> list[int]:
+    """A comma-separated list of positive integers, or a usage error naming the option."""
+    try:
+        numbers = [int(n) for n in text.split(",") if n.strip()]
+    except ValueError:
+        parser.error(f"{option}: {text!r} is not a comma-separated list of numbers")
+    if any(n <= 0 for n in numbers):
+        parser.error(f"{option}: every number must be positive")
+    return numbers
 
 
 def connect_postgres(url: str) -> Optional[Postgres]:
@@ -1164,6 +1175,8 @@ def main(argv: Optional[list[str]] = None) -> None:
         postgres = connect_postgres(pg_url)
         if postgres is None:
             opts.configs = [c for c in opts.configs if not c.startswith("pg")]
+            if not opts.configs:   # nothing left to measure: keep the last results file
+                sys.exit("compare.py: nothing to run without PostgreSQL; no results written")
     info = machine(postgres)
     started = time.perf_counter()
     try:

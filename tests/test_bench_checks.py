@@ -40,3 +40,21 @@ def test_every_benchmark_answer_is_checked_and_right(tmp_path):
         assert figures, config
     if pg_url:
         assert [p["workers"] for p in document["parallel"]] == [2]
+
+
+@pytest.mark.parametrize("args, reason", [
+    (["--sizes", "abc"], "--sizes: 'abc' is not a comma-separated list of numbers"),
+    (["--sizes", "0,100"], "--sizes: every number must be positive"),
+    (["--sizes", "20"], "sizes must be at least 50"),
+    (["--configs", "stok"], "unknown configuration(s): stok"),
+    (["--configs", "pg", "--pg-url", "postgresql://nobody@127.0.0.1:1/none"],
+     "nothing to run without PostgreSQL; no results written"),
+])
+def test_bad_options_say_why_and_write_nothing(tmp_path, args, reason):
+    out = tmp_path / "compare.json"
+    run = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "compare.py"), *args,
+                          "--out", str(out)], cwd=ROOT, capture_output=True, text=True,
+                         timeout=60)
+    assert run.returncode != 0
+    assert reason in run.stderr.strip().splitlines()[-1]
+    assert not out.exists()
