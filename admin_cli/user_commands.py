@@ -6,7 +6,7 @@ import sys
 
 from admin_cli.context import change, record, unit_of_work
 from admin_cli.output import emit
-from server.crm import access, handover, users
+from server.crm import access, handover, throttle, users
 from server.crm.errors import InvalidInput
 
 
@@ -56,6 +56,15 @@ def register(nouns) -> None:
     passwd.add_argument("name")
     passwd.add_argument("--password-stdin", action="store_true")
     passwd.set_defaults(handler=cmd_passwd)
+
+    unlock = verbs.add_parser(
+        "unlock", help="forget the failed logins of a user (and of client addresses), ending "
+                       "a login throttle before its window does")
+    unlock.add_argument("name")
+    unlock.add_argument("--address", action="append", default=[], metavar="IP",
+                        help="also forget the failed logins from this client address; "
+                             "repeatable")
+    unlock.set_defaults(handler=cmd_unlock)
 
 
 def _password(from_stdin: bool) -> tuple[str, bool]:
@@ -141,4 +150,15 @@ def cmd_passwd(args, engine) -> int:
     print(f"password of {name} changed")
     if generated:
         print(f"password: {password}")
+    return 0
+
+
+def cmd_unlock(args, engine) -> int:
+    with unit_of_work(engine) as session:
+        name = users.get_user(session, args.name).username
+        keys = [throttle.account_key(name)] + [throttle.address_key(a) for a in args.address]
+        cleared = throttle.clear(session, keys)
+        record(session, "user.unlock", f"user:{name}",
+               f"forgot failed logins of {name}" + "".join(f", {a}" for a in args.address))
+    print(f"user {name} unlocked ({cleared} throttle counter(s) cleared)")
     return 0

@@ -68,7 +68,8 @@ class CrmApplication(Application):
         context = request_context.RequestContext(
             method=environ.get("REQUEST_METHOD", "").upper(),
             path=environ.get("PATH_INFO", ""),
-            remote_addr=environ.get("REMOTE_ADDR", ""))
+            remote_addr=environ.get("REMOTE_ADDR", ""),
+            forwarded_for=environ.get("HTTP_X_FORWARDED_FOR", ""))
         refusal = self._read_body(environ, context)
         if refusal is not None:
             return _plain(start_response, *refusal)
@@ -84,7 +85,8 @@ class CrmApplication(Application):
         code = int(captured["status"].split(" ", 1)[0])
         if context.refusal is not None and code >= 400:
             status, reason = context.refusal
-            return _plain(start_response, status, reason, _keep(captured["headers"]),
+            return _plain(start_response, status, reason,
+                          _keep(captured["headers"]) + context.refusal_headers,
                           head=context.method == "HEAD")
         if context.db_unavailable and code >= 500:
             return _plain(start_response, client.SERVICE_UNAVAILABLE,

@@ -25,6 +25,8 @@ class RequestContext:
     reason: Optional[str] = None          # one line telling the client why it was refused
     db_unavailable: bool = False          # the database failed: answer 503, not 500
     refusal: Optional[tuple[int, str]] = None   # a plugin refused: this status and reason
+    refusal_headers: list = field(default_factory=list)  # ... with these headers
+    forwarded_for: str = ""               # X-Forwarded-For, for [auth] trusted_proxies
     memo: dict = field(default_factory=dict)    # per-request cache (rights decisions, ...)
     _text: Optional[str] = None
 

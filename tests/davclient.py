@@ -24,9 +24,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def make_configuration(db_url: str, **sections: dict):
-    """Our defaults, a test database, no login delays; ``sections`` override."""
+    """Our defaults, a test database, no login delays and no login throttling (tests share
+    one client address, and on PostgreSQL one database); ``sections`` override."""
     configuration = radicale_config.load(radicale_config.parse_compound_paths(crm_config.DEFAULTS))
-    updates = {"storage": {"db_url": db_url}, "auth": {"delay": "0"},
+    updates = {"storage": {"db_url": db_url}, "auth": {"delay": "0", "throttle_window": "0"},
                "server": {"delay_on_error": "0"}, "logging": {"level": "warning"}}
     for section, values in sections.items():
         updates.setdefault(section, {}).update(values)
@@ -126,7 +127,8 @@ class LiveServer:
         env.pop("RADICALE_CONFIG", None)
         args = [os.path.join(os.path.dirname(sys.executable), "crm-server"),
                 f"--server-hosts=127.0.0.1:{self.port}", f"--storage-db-url={db_url}",
-                "--auth-delay=0", "--server-delay-on-error=0", "--logging-level=info", *extra]
+                "--auth-delay=0", "--auth-throttle-window=0", "--server-delay-on-error=0",
+                "--logging-level=info", *extra]
         self._log = open(log_path, "ab")
         self.process = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT,
                                         env=env, cwd=ROOT)

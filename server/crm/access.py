@@ -7,16 +7,17 @@ The decision itself is ``server.rights.policy`` (pure); this module loads what i
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Iterable, Optional
 
 from sqlalchemy import bindparam, delete, or_, select
 from sqlalchemy.orm import Session, aliased
 
-from server.crm import dav
+from server.crm import dav, throttle
 from server.crm.db import run
 from server.crm.dav import CollectionState
 from server.crm.errors import AlreadyExists, InvalidInput, NotFound
-from server.crm.models import DavCollection, Grant, Team, TeamMember, User
+from server.crm.models import DavCollection, Grant, LoginThrottle, Team, TeamMember, User
 from server.rights import policy
 from server.rights.policy import (Decision, GrantFact, Owner, PathFacts, Subject,
                                   Target)
@@ -39,27 +40,50 @@ def teams_of(session: Session, user_ids: Iterable[int]) -> dict[int, frozenset]:
 
 
 _HOME = aliased(DavCollection)
+_ACCOUNT, _ADDRESS = aliased(LoginThrottle), aliased(LoginThrottle)
 _LOGIN = (select(User.password_hash, User.disabled, User.role, Team.name,
+                 _ACCOUNT.failures.label("account_failures"),
+                 _ACCOUNT.window_start.label("account_window"),
+                 _ADDRESS.failures.label("address_failures"),
+                 _ADDRESS.window_start.label("address_window"),
                  *(getattr(_HOME, c.key).label(f"home_{c.key}") for c in dav.COLLECTION_COLUMNS))
           .select_from(User)
           .outerjoin(TeamMember, TeamMember.user_id == User.id)
           .outerjoin(Team, Team.id == TeamMember.team_id)
           .outerjoin(_HOME, _HOME.path == User.username)
+          .outerjoin(_ACCOUNT, _ACCOUNT.key == bindparam("account_key"))
+          .outerjoin(_ADDRESS, _ADDRESS.key == bindparam("address_key"))
           .where(User.username == bindparam("username")))
 
 
-def login_facts(session: Session, username: str
-                ) -> Optional[tuple[str, bool, set[str], Optional[dav.CollectionState]]]:
-    """(password hash, disabled, groups, home collection) of a user in one query, or None.
-    The groups are what the auth plugin hands Radicale: ``role:<role>`` and ``team:<name>``;
-    the home is the principal collection Radicale looks up next, on every request."""
-    rows = run(session, _LOGIN, {"username": username}).all()
+@dataclass(frozen=True)
+class LoginFacts:
+    password_hash: str
+    disabled: bool
+    groups: set[str]            # what the auth plugin hands Radicale: role:<r>, team:<t>
+    home: Optional[CollectionState]
+    account: Optional[throttle.Counter]   # failed logins of the account in its window
+    address: Optional[throttle.Counter]   # ... and of the client's address
+
+
+def login_facts(session: Session, username: str, address: str = "") -> Optional[LoginFacts]:
+    """What a login needs in one query, or None for an unknown user: the password hash, the
+    groups, the home collection Radicale looks up next on every request, and the throttle
+    counters of the account and of the client ``address``."""
+    rows = run(session, _LOGIN, {
+        "username": username, "account_key": throttle.account_key(username),
+        "address_key": throttle.address_key(address) if address else ""}).all()
     if not rows:
         return None
     first = rows[0]
     groups = {f"role:{first.role}"} | {f"team:{row.name}" for row in rows if row.name}
     state = dav.collection_from_row(first, "home_") if first.home_id is not None else None
-    return first.password_hash or "", first.disabled, groups, state
+    return LoginFacts(
+        first.password_hash or "", first.disabled, groups, state,
+        throttle.Counter(first.account_failures, first.account_window)
+        if first.account_failures is not None else None,
+        throttle.Counter(first.address_failures, first.address_window)
+        if first.address_failures is not None else None)
 
 
 def subject_from_groups(name: str, groups: Iterable[str]) -> Optional[Subject]:

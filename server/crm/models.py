@@ -48,6 +48,17 @@ class User(Base):
     created_at: Mapped[timestamp] = mapped_column(default=utcnow)
 
 
+class LoginThrottle(Base):
+    """Failed logins per account (``user:<name>``) or client address (``addr:<ip>``) in the
+    current window: shared by every worker and node (see server/crm/throttle.py)."""
+
+    __tablename__ = "auth_throttle"
+
+    key: Mapped[str] = mapped_column(String(400), primary_key=True)
+    failures: Mapped[int]
+    window_start: Mapped[timestamp] = mapped_column(index=True)
+
+
 class DavCollection(Base):
     """A principal, folder, calendar or address book. ``path`` has no leading/trailing slash."""
 
