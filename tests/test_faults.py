@@ -218,6 +218,7 @@ def test_postgresql_stopped_and_restarted_while_clients_write(pg_stack, mode):
                "recovered_after_up_s": round(t_recovered - t_up, 2),
                "first_503_after_stop_s": round(min((op.t1 - t_stop for op in ops
                                                    if op.status == 503), default=-1), 2),
+               "in_flight_at_stop": sum(op.t0 < t_stop < op.t1 for op in ops + reads),
                "max_latency_s": round(latency, 2), "run_s": round(time.monotonic() - started, 1),
                **tally(ops), "reads": tally(reads),
                "503_after_up": sum(op.status == 503 for op in after + reads if op.t0 >= t_up),
@@ -241,6 +242,31 @@ def test_postgresql_stopped_and_restarted_while_clients_write(pg_stack, mode):
     assert all(op.acked for op in quiet), [str(op) for op in quiet if not op.acked]
     assert not problems, f"{len(problems)} problems:\n" + "\n".join(problems[:30])
     assert_checked(url)
+
+
+@pytest.mark.postgresql
+def test_server_started_while_postgresql_is_down(pg_stack, tmp_path):
+    """A crm-server started during an outage answers 503 and serves once PostgreSQL is
+    back, without a restart."""
+    cluster, url = pg_stack.cluster, pg_stack.url
+    user, password = create_user(url)
+    db.shared_engine(url).dispose()
+    cluster.stop("fast")
+    try:
+        server = LiveServer(url, str(tmp_path / "crm-server.log"),
+                            f"--storage-crm-internal-domains={INTERNAL}")
+        down = http_request(server.url, user, password, "PROPFIND", f"/{user}/", b"",
+                            {"Depth": "0"}, timeout=15)
+    finally:
+        cluster.start()     # whatever happened: the module's other servers need it
+    try:
+        up = http_request(server.url, user, password, "PROPFIND", f"/{user}/", b"",
+                          {"Depth": "0"}, timeout=15)
+    finally:
+        server.stop()
+    assert (down.status, down.headers.get("retry-after"), down.body) == \
+        (503, "5", b"the database is unavailable, retry later\n")
+    assert up.status == 207, up.body
 
 
 def idle_connections(cluster: PrivatePostgres) -> int:
@@ -329,6 +355,7 @@ def test_kill_9_in_a_write_burst(backend, request, tmp_path):
             victims = gunicorn.worker_pids()[:1] if gunicorn else []
             for pid in victims:
                 kill9(pid)
+            t_worker_killed = time.monotonic()
             first.process.wait(10)
             time.sleep(0.5)
             second = serve("crm-server-restarted")
@@ -355,7 +382,7 @@ def test_kill_9_in_a_write_burst(backend, request, tmp_path):
                                                and op.t0 < t_restarted)]
         assert not unexpected, f"{len(unexpected)} unexpected answers: {unexpected[:10]}"
         lost_gunicorn = [str(op) for op in ops if op.endpoint == "gunicorn"
-                         and op.status is None and op.t0 > t_kill]
+                         and op.status is None and op.t0 > t_worker_killed]
         assert not lost_gunicorn, f"gunicorn lost requests sent after the kill: {lost_gunicorn}"
         assert any(op.status is None for op in ops if op.endpoint == "crm-server"), \
             "no request reached the killed server: the kill was not mid-burst"
