@@ -5,6 +5,8 @@
   which stores what the client sent rather than vobject's rewrite of it.
 * A client error gets one line of reason in the body instead of a bare "Bad Request".
 * A database outage becomes ``503 Service Unavailable`` with ``Retry-After``, never a 500.
+* Recurrence rules that would make Radicale or vobject spin are refused first, with 400 and
+  a reason (see ``server.crm.recurrence``).
 
 Used by ``crm-server`` (Radicale's own server loop) and by ``server.wsgi`` (gunicorn).
 """
@@ -25,6 +27,7 @@ from radicale.app import Application
 from radicale.app import base as app_base
 
 from server import request_context
+from server.crm import recurrence
 
 logger = logging.getLogger("radicale-crm")
 
@@ -74,6 +77,10 @@ class CrmApplication(Application):
         if refusal is not None:
             return _plain(start_response, *refusal)
         context.decoder = lambda raw: httputils.decode_request(self.configuration, environ, raw)
+        if context.method == "PUT" and context.raw_body:
+            refusal = self._check_recurrences(context)
+            if refusal is not None:
+                return _plain(start_response, *refusal)
         captured: dict = {}
 
         def capture(status, headers, exc_info=None):
@@ -126,6 +133,14 @@ class CrmApplication(Application):
             return (client.BAD_REQUEST,
                     "malformed XML body: DTDs and entity declarations are not allowed")
         return None
+
+    def _check_recurrences(self, context) -> Optional[tuple[int, str]]:
+        try:
+            text = context.body_text
+        except Exception:
+            return None   # undecodable: Radicale refuses it, _explain says why
+        why = recurrence.problem(text, self._max_vevent_rrule_occurrence)
+        return (client.BAD_REQUEST, "invalid iCalendar object: " + why) if why else None
 
     def _explain(self, context, code: int) -> Optional[str]:
         """Why Radicale refused a request it checked itself (error path only)."""
