@@ -5,14 +5,18 @@
   which stores what the client sent rather than vobject's rewrite of it.
 * A client error gets one line of reason in the body instead of a bare "Bad Request".
 * A database outage becomes ``503 Service Unavailable`` with ``Retry-After``, never a 500.
-* Recurrence rules that would make Radicale or vobject spin are refused first, with 400 and
-  a reason (see ``server.crm.recurrence``).
+* Hostile input Radicale would crash or spin on is refused first, with 400 and a reason: an
+  unknown charset, malformed Basic credentials, recurrence rules that never end their search
+  (see ``server.crm.recurrence``); an item over ``max_resource_size`` gets 413, not 412.
 
 Used by ``crm-server`` (Radicale's own server loop) and by ``server.wsgi`` (gunicorn).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import codecs
 import io
 import logging
 import re
@@ -73,7 +77,7 @@ class CrmApplication(Application):
             path=environ.get("PATH_INFO", ""),
             remote_addr=environ.get("REMOTE_ADDR", ""),
             forwarded_for=environ.get("HTTP_X_FORWARDED_FOR", ""))
-        refusal = self._read_body(environ, context)
+        refusal = self._read_body(environ, context) or _check_headers(environ)
         if refusal is not None:
             return _plain(start_response, *refusal)
         context.decoder = lambda raw: httputils.decode_request(self.configuration, environ, raw)
@@ -99,6 +103,11 @@ class CrmApplication(Application):
             return _plain(start_response, client.SERVICE_UNAVAILABLE,
                           "the database is unavailable, retry later",
                           [("Retry-After", str(RETRY_AFTER_SECONDS))])
+        if code == client.PRECONDITION_FAILED and self._over_resource_size(environ, context):
+            return _plain(start_response, client.REQUEST_ENTITY_TOO_LARGE,
+                          "a calendar object or card in the body is larger than the limit of "
+                          f"{self._max_resource_size} bytes ([server] max_resource_size)",
+                          _keep(captured["headers"]))
         if 400 <= code < 500 and _is_generic(captured["headers"]):
             reason = context.reason or self._explain(context, code)
             if reason:
@@ -142,6 +151,12 @@ class CrmApplication(Application):
         why = recurrence.problem(text, self._max_vevent_rrule_occurrence)
         return (client.BAD_REQUEST, "invalid iCalendar object: " + why) if why else None
 
+    def _over_resource_size(self, environ, context) -> bool:
+        """Radicale answers 412 to a PUT whose item exceeds ``max_resource_size``; the only
+        other 412s of a PUT come from preconditions the client asked for (or strict mode)."""
+        return (context.method == "PUT" and not self._strict_preconditions
+                and not environ.get("HTTP_IF_MATCH") and not environ.get("HTTP_IF_NONE_MATCH"))
+
     def _explain(self, context, code: int) -> Optional[str]:
         """Why Radicale refused a request it checked itself (error path only)."""
         if code != client.BAD_REQUEST:
@@ -150,6 +165,8 @@ class CrmApplication(Application):
                                            self._validate_path_value):
             return ("invalid path: characters such as : , ? * \" ' are not allowed in names "
                     "([server] validate_path_value = %s)" % self._validate_path_value)
+        if context.method == "MOVE":
+            return "invalid Destination header: not a valid path on this server"
         if not context.raw_body:
             return "empty request body" if context.method == "PUT" else None
         try:
@@ -174,6 +191,30 @@ class CrmApplication(Application):
                 return "malformed XML body: " + _one_line(e)
             return "unsupported or invalid XML request"
         return None
+
+
+def _check_headers(environ) -> Optional[tuple[int, str]]:
+    """Headers Radicale would turn into a 500: an unknown charset (it looks the codec up
+    while decoding the body) and Basic credentials that are not base64 of ``user:password``
+    (it unpacks them without a check)."""
+    content_type = environ.get("CONTENT_TYPE") or ""
+    if "charset=" in content_type:
+        charset = content_type.split("charset=")[1].split(";")[0].strip()
+        try:
+            codecs.lookup(charset)
+        except LookupError:
+            return client.BAD_REQUEST, f"unknown charset in Content-Type: {charset[:60]!r}"
+    authorization = environ.get("HTTP_AUTHORIZATION", "")
+    if authorization.startswith("Basic"):
+        try:
+            decoded = base64.b64decode(authorization[len("Basic"):].strip().encode("ascii"))
+        except (binascii.Error, UnicodeEncodeError, ValueError):
+            decoded = b""
+        if b":" not in decoded:
+            return (client.BAD_REQUEST,
+                    "invalid Authorization header: Basic credentials must be the base64 of "
+                    "user:password")
+    return None
 
 
 def _one_line(error: BaseException) -> str:
