@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Optional
 
@@ -10,6 +11,11 @@ from radicale import item as radicale_item
 from server import request_context
 from server.crm import rawtext
 from server.crm.dav import ItemData, StoredItem
+
+# Radicale's read_components drops these control characters before parsing (a workaround
+# for clients that send them); the text kept is the one it parsed. PostgreSQL cannot store
+# NUL in a text column at all.
+_CONTROL = re.compile(r"[\x00-\x08\x0B\x0C\x0E-\x1F]")
 
 
 def http_date(value) -> str:
@@ -65,7 +71,7 @@ def client_text(item: radicale_item.Item) -> Optional[str]:
     context = request_context.current()
     if context is None or context.method != "PUT" or not context.raw_body:
         return None
-    text = context.body_text
+    text = _CONTROL.sub("", context.body_text)
     uids = rawtext.object_uids(text)
     if uids != {item.uid}:
         return None
@@ -77,4 +83,4 @@ def imported_texts() -> dict[str, str]:
     context = request_context.current()
     if context is None or context.method != "PUT" or not context.raw_body:
         return {}
-    return rawtext.split_objects(context.body_text)
+    return rawtext.split_objects(_CONTROL.sub("", context.body_text))
