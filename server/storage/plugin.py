@@ -27,13 +27,14 @@ from server.crm.settings import CrmSettings
 from server.crm_hooks import Hooks, WriteHooks
 from server.crm_hooks.audit import AuditHooks
 from server.crm_hooks.crm import CrmHooks
-from server.storage import mapping
+from server.storage import mapping, unfolding
 from server.rights import policy
 from server.storage.collection import Collection, chunks
 
 logger = logging.getLogger("radicale-crm")
 T = TypeVar("T")
 vobject_tz.install()   # one tzinfo per distinct VTIMEZONE: a third of a PUT, profiled
+unfolding.install()    # linear, not quadratic, in the lines a property is folded over
 
 PLUGIN_CONFIG_SCHEMA = {"storage": {
     "db_url": {"value": "", "type": str,
