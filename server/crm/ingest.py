@@ -15,6 +15,9 @@ The rules (see docs/crm.md):
    rep's "Suggested contacts" until an operator accepts them.
 4. An event with an external participant or a customer is a visit, unless it is
    ``CLASS:PRIVATE``; otherwise any visit it was is taken out of this calendar.
+5. An event with more than ``crm_max_attendees`` external participants (a webinar, a mass
+   invitation) is stored as sent but is no visit and makes no contacts: matching each of
+   10,000 attendees against the contacts took minutes inside the write transaction.
 """
 
 from __future__ import annotations
@@ -96,6 +99,11 @@ class Ingestion:
     def _ingest(self, session: Session, facts: EventFacts, collection_path: str, href: str,
                 rep: str, actor: Optional[str], notes: list[audit.Note]) -> None:
         people = self._external_people(session, facts)
+        if people is None:
+            self._unplace(session, collection_path, href,
+                          f"not a visit: more than {self.settings.max_attendees} external "
+                          f"attendees (crm_max_attendees)", notes)
+            return
         known = contacts.by_emails(session, [p.email for p in people])
         domains = customers.by_domains(session, {normalize.domain_of(p.email) for p in people})
         match = self._match_customer(session, facts, people, known, domains)
@@ -119,7 +127,8 @@ class Ingestion:
             notes.append(audit.Note(f"visit.{outcome.action}", f"crm:visit/{outcome.visit_id}",
                                     summary=_visit_summary(facts, outcome, match, len(people))))
 
-    def _external_people(self, session: Session, facts: EventFacts) -> list[Person]:
+    def _external_people(self, session: Session, facts: EventFacts) -> Optional[list[Person]]:
+        """The external participants, or None if there are more than ``max_attendees``."""
         people: dict[str, Person] = {}
         candidates = list(facts.attendees)
         if facts.organizer is not None:
@@ -132,6 +141,8 @@ class Ingestion:
                                         self.settings.internal_domains):
                 continue
             people[person.email] = person
+        if len(people) > self.settings.max_attendees:
+            return None
         if people:
             users = run(session, _USER_EMAILS, {"emails": sorted(people)}).scalars().all()
             for address in users:

@@ -30,6 +30,9 @@ OPTIONS = {
     "crm_recurrence_horizon_days": ("730", "recurring visits are expanded up to this many days "
                                            "ahead of today"),
     "crm_max_occurrences": ("1000", "at most this many occurrences are recorded per series"),
+    "crm_max_attendees": ("200", "an event with more external attendees than this (a webinar, "
+                                 "a mass invitation) is stored but is not a visit and makes no "
+                                 "contacts"),
 }
 
 
@@ -46,6 +49,7 @@ class CrmSettings:
     match_margin: int = 10
     recurrence_horizon_days: int = 730
     max_occurrences: int = 1000
+    max_attendees: int = 200
 
     @classmethod
     def from_options(cls, get: Callable[[str], Optional[str]]) -> "CrmSettings":
@@ -69,4 +73,5 @@ class CrmSettings:
                    match_threshold=number("crm_match_threshold", 1, 100),
                    match_margin=number("crm_match_margin", 0, 100),
                    recurrence_horizon_days=number("crm_recurrence_horizon_days", 1, 36600),
-                   max_occurrences=number("crm_max_occurrences", 1, 100000))
+                   max_occurrences=number("crm_max_occurrences", 1, 100000),
+                   max_attendees=number("crm_max_attendees", 1, 100000))
