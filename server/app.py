@@ -131,7 +131,19 @@ class CrmApplication(Application):
         if not length and not chunked:
             return None
         stream = environ["wsgi.input"]
-        body = stream.read(length) if length else stream.read(limit + 1 if limit else -1)
+        try:
+            if chunked and _undecoded_chunks(environ):
+                body = _read_chunks(stream, limit)
+            else:
+                body = stream.read(length) if length else stream.read(
+                    limit + 1 if limit else -1)
+        except _ChunksOverLimit:
+            return (client.REQUEST_ENTITY_TOO_LARGE,
+                    f"request body exceeds the limit of {limit} bytes")
+        except _ChunkError as e:
+            return client.BAD_REQUEST, f"invalid chunked request body: {e}"
+        except OSError:   # the client stopped sending ([server] timeout)
+            return client.REQUEST_TIMEOUT, "the request body did not arrive in time"
         if limit and len(body) > limit:
             return (client.REQUEST_ENTITY_TOO_LARGE,
                     f"request body exceeds the limit of {limit} bytes")
@@ -191,6 +203,48 @@ class CrmApplication(Application):
                 return "malformed XML body: " + _one_line(e)
             return "unsupported or invalid XML request"
         return None
+
+
+class _ChunkError(ValueError):
+    pass
+
+
+class _ChunksOverLimit(Exception):
+    pass
+
+
+def _undecoded_chunks(environ) -> bool:
+    """Radicale's built-in server (wsgiref) hands the application the raw socket stream,
+    chunk sizes and all, and no end of input: reading to the limit waited for bytes that
+    never came until the socket timed out. gunicorn and other WSGI servers decode chunks."""
+    return environ.get("SERVER_SOFTWARE", "").startswith("WSGIServer/")
+
+
+def _read_chunks(stream, limit: int) -> bytes:
+    """A chunked body (RFC 9112 section 7.1), read no further than ``limit`` bytes."""
+    body = bytearray()
+    while True:
+        line = stream.readline(1024)
+        if not line.endswith(b"\n"):
+            raise _ChunkError("bad chunk size line")
+        try:
+            size = int(line.split(b";", 1)[0].strip(), 16)
+        except ValueError:
+            raise _ChunkError("bad chunk size line") from None
+        if size < 0:
+            raise _ChunkError("bad chunk size line")
+        if size == 0:
+            break
+        if limit and len(body) + size > limit:
+            raise _ChunksOverLimit()
+        data = stream.read(size)
+        if len(data) != size or stream.readline(3).strip():
+            raise _ChunkError("chunk shorter than its size")
+        body += data
+    for _ in range(100):                      # trailer fields, up to the empty line
+        if stream.readline(8192).strip() == b"":
+            break
+    return bytes(body)
 
 
 def _check_headers(environ) -> Optional[tuple[int, str]]:
