@@ -74,11 +74,25 @@ def _sqlite_engine(url: str) -> Engine:
     return engine
 
 
+# libpq waits forever by default: for a host that accepts the connection and never answers
+# (a frozen server, a full accept queue, a proxy whose backend is gone) every request hung
+# and no 503 ever came. Connection attempts are bounded, and a peer that vanished from an
+# established connection (a network partition) is found by keepalives and tcp_user_timeout
+# instead of the kernel's ~15 minutes. A value in the URL wins (``?connect_timeout=2``).
+PG_CONNECT_DEFAULTS = {"connect_timeout": 5, "keepalives": 1, "keepalives_idle": 30,
+                       "keepalives_interval": 10, "keepalives_count": 3,
+                       "tcp_user_timeout": 30000}
+
+
 def make_engine(url: str, pool_size: int = 5) -> Engine:
     if is_sqlite(url):
         return _sqlite_engine(url)
+    parsed = make_url(url)
+    connect_args = {}
+    if parsed.get_driver_name() in ("psycopg", "psycopg2"):   # libpq parameters
+        connect_args = {k: v for k, v in PG_CONNECT_DEFAULTS.items() if k not in parsed.query}
     return create_engine(url, pool_pre_ping=True, pool_size=pool_size, max_overflow=pool_size * 2,
-                         pool_recycle=1800)
+                         pool_recycle=1800, connect_args=connect_args)
 
 
 _engines: dict[tuple[str, int], Engine] = {}
