@@ -14,6 +14,7 @@ import os
 import pwd
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -171,6 +172,39 @@ def db_check(url: str) -> tuple[int, str]:
     done = subprocess.run([tool("crm-admin"), "--db-url", url, "db", "check"],
                           capture_output=True, text=True, timeout=120, cwd=ROOT)
     return done.returncode, (done.stdout + done.stderr).strip()
+
+
+class BlackHole:
+    """A "database" on 127.0.0.1 that accepts TCP connections and never answers: a frozen
+    server, a full accept queue, a proxy whose backend is gone."""
+
+    def __init__(self) -> None:
+        self._socket = socket.socket()
+        self._socket.bind(("127.0.0.1", 0))
+        self._socket.listen(64)
+        self._socket.settimeout(0.2)
+        self.port = self._socket.getsockname()[1]
+        self._held: list[socket.socket] = []
+        self._closing = threading.Event()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while not self._closing.is_set():
+            try:
+                self._held.append(self._socket.accept()[0])
+            except OSError:
+                continue
+
+    def url(self, query: str = "") -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/crm{query}"
+
+    def close(self) -> None:
+        self._closing.set()
+        self._thread.join(5)
+        for s in self._held:
+            s.close()
+        self._socket.close()
 
 
 # --- gunicorn --------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from admin_cli.main import main as crm_admin
 from conftest import PG_SKIP, PG_URL, REQUIRE_PG, create_user
 from crmkit import INTERNAL, thunderbird
 from davclient import LiveServer, http_request
-from faultkit import (Account, Endpoint, Gunicorn, Op, PostgresUnavailable, PrivatePostgres,
+from faultkit import (Account, BlackHole, Endpoint, Gunicorn, Op, PostgresUnavailable, PrivatePostgres,
                       Reader, Writer, check_invariants, db_check, kill9, migrate, send,
                       stop_writers, sync, tally, unavailable_answer_problems)
 from server.crm import db
@@ -279,6 +279,53 @@ def idle_connections(cluster: PrivatePostgres) -> int:
                 "AND state = 'idle'")).scalar()
     finally:
         engine.dispose()
+
+
+# --- a database that does not answer ---
+
+def test_unresponsive_postgresql_gets_503_not_a_hang(tmp_path):
+    """A PostgreSQL host that accepts TCP connections and never answers (a frozen server,
+    a full accept queue, a proxy whose backend is gone): libpq waits forever by default, so
+    every request would hang. Engines bound the attempt (``connect_timeout``, unless the URL
+    sets one), and a request to a server on such a database gets 503 in time."""
+    hole = BlackHole()
+    try:
+        engine = db.make_engine(db.resolve_url(hole.url()))
+        outcome: list = []
+
+        def connect() -> None:
+            began = time.monotonic()
+            try:
+                db.ping(engine)
+                outcome.append((time.monotonic() - began, None))
+            except Exception as e:
+                outcome.append((time.monotonic() - began, e))
+
+        attempt = threading.Thread(target=connect, daemon=True)
+        attempt.start()
+        attempt.join(15)
+        assert outcome, "connecting to a database that never answers still waits after 15 s"
+        elapsed, error = outcome[0]
+        assert error is not None and db.is_outage(error), error
+        engine.dispose()
+
+        # Through a server, with the bound set in the URL (short, for the test).
+        server = LiveServer(hole.url("?connect_timeout=1"), str(tmp_path / "crm-server.log"))
+        try:
+            began = time.monotonic()
+            reply = http_request(server.url, "alice", "secret", "PUT", "/alice/calendar/x.ics",
+                                 thunderbird("x", "Visit", [], f"alice@{INTERNAL}"),
+                                 {"Content-Type": "text/calendar"}, timeout=15)
+            answered = time.monotonic() - began
+        finally:
+            server.stop()
+    finally:
+        hole.close()
+    report("unresponsive PostgreSQL", {"default_bound_s": round(elapsed, 2),
+                                       "answer_s": round(answered, 2)})
+    assert (reply.status, reply.headers.get("retry-after"), reply.body) == \
+        (503, "5", b"the database is unavailable, retry later\n")
+    assert answered < 5
 
 
 # --- kill -9 of a server process ---
