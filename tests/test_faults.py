@@ -9,7 +9,9 @@ audit record, its change-log entry, reported by sync), and every write that was 
 whole or wholly absent.
 
 PostgreSQL outages run on a private cluster this module starts (the shared test server is
-never stopped); ``kill -9`` runs on SQLite and on a fresh database of the shared server.
+never stopped); ``kill -9`` runs on SQLite and on a fresh database of the shared server. A
+database host that accepts connections and never answers must give 503 in bounded time too.
+Run with ``-s`` to see the figures of each fault (outage, recovery, answers by kind).
 """
 
 from __future__ import annotations
@@ -418,6 +420,7 @@ def test_kill_9_in_a_write_burst(backend, request, tmp_path):
             ops = stop_writers(writers, stop)
 
         figures = {"backend": backend, "restart_s": round(t_restarted - t_kill, 2),
+               "in_flight_at_kill": sum(op.t0 < t_kill < op.t1 for op in ops),
                    "all_served_after_restart_s": round(t_served - t_restarted, 2),
                    "run_s": round(time.monotonic() - started, 1), **tally(ops),
                    "gunicorn_workers_killed": len(victims)}
