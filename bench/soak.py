@@ -716,14 +716,18 @@ def status_kb(pid: int, field_name: str) -> Optional[int]:
 
 
 class Sampler(threading.Thread):
-    """Every few seconds: the RSS of gunicorn's master and of each worker, and the private
-    RSS (RssAnon) of the database's PostgreSQL backends."""
+    """Every few seconds: the RSS of gunicorn's master and of each worker, the private RSS
+    (RssAnon) of the database's PostgreSQL backends, and the CPU time all of them used
+    since the first sample (a backend that started and ended between two samples is
+    missed: pooled connections live long, so that is little)."""
 
     def __init__(self, server: Gunicorn, every: float, db_url: Optional[str]) -> None:
         super().__init__(daemon=True)
         self.server, self.every, self.t0 = server, every, 0.0
         self.samples: list[dict] = []
         self.worker_pids: set[int] = set(server.workers())
+        self.cpu_first: dict[tuple[str, int], float] = {}   # (server|db, pid) -> seconds
+        self.cpu_last: dict[tuple[str, int], float] = {}
         self._halt = threading.Event()
         self._pg = None
         if db_url and make_url(db_url).get_backend_name() == "postgresql":
@@ -743,18 +747,28 @@ class Sampler(threading.Thread):
         workers = self.server.workers()
         self.worker_pids.update(workers)
         rss = {pid: status_kb(pid, "VmRSS") for pid in [self.server.process.pid, *workers]}
-        backends = None
+        backends, pids = None, []
         if self._pg is not None:
             pids = [row[0] for row in self._pg.execute(
-                "SELECT pid FROM pg_stat_activity WHERE datname = %s", (self._db,))]
+                "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> "
+                "pg_backend_pid()", (self._db,))]
             anon = [status_kb(pid, "RssAnon") for pid in pids]
             backends = dict(count=len(pids), rss_anon_mb=sum(a for a in anon if a) / 1024
                             if all(a is not None for a in anon) else None)
+        first = not self.samples
+        for key in [*(("server", p) for p in rss), *(("db", p) for p in pids)]:
+            cpu = compare.cpu_seconds(key[1])
+            if cpu is not None:
+                self.cpu_last[key] = cpu
+                self.cpu_first.setdefault(key, cpu if first else 0.0)
         self.samples.append(dict(
             at=time.perf_counter() - self.t0,
             server_mb=sum(v for v in rss.values() if v) / 1024,
             workers_mb=[round((rss[p] or 0) / 1024, 1) for p in workers],
             pg_backends=backends))
+
+    def cpu_seconds(self, kind: str) -> float:
+        return sum(v - self.cpu_first[k] for k, v in self.cpu_last.items() if k[0] == kind)
 
     def stop(self) -> None:
         self._halt.set()
@@ -822,6 +836,30 @@ def verify_crm(db_url: str, reps: list[Rep]) -> list[str]:
             failures.append(f"{rep.user}: CRM visits wrong for {len(wrong)} events, e.g. "
                             + "; ".join(wrong[:3]))
     return failures
+
+
+def database_stats(db_url: str) -> dict:
+    """Rows and bytes per table at the end (PostgreSQL: table, indexes and TOAST; SQLite:
+    the file only), for sizing estimates."""
+    from server.crm.models import Base
+    engine = sqlalchemy.create_engine(db_url)
+    tables = {}
+    try:
+        with engine.connect() as conn:
+            pg = conn.dialect.name == "postgresql"
+            for name in sorted(Base.metadata.tables):
+                rows = conn.execute(sqlalchemy.text(f'SELECT count(*) FROM "{name}"')).scalar()
+                size = conn.execute(sqlalchemy.text("SELECT pg_total_relation_size(:t)"),
+                                    {"t": f'public."{name}"'}).scalar() if pg else None
+                tables[name] = dict(rows=rows, bytes=size,
+                                    bytes_per_row=round(size / rows) if size and rows else None)
+            total = conn.execute(sqlalchemy.text(
+                "SELECT pg_database_size(current_database())")).scalar() if pg else \
+                sum(os.path.getsize(f) for f in (engine.url.database + x for x in ("", "-wal"))
+                    if os.path.exists(f))
+    finally:
+        engine.dispose()
+    return dict(tables=tables, database_bytes=total)
 
 
 # --- the run --------------------------------------------------------------------------------------
@@ -899,13 +937,14 @@ def run(opts: Options, db_url: str, workdir: str) -> dict:
                 verification.append(f"crm-admin {' '.join(args)}: exit {done.returncode}: "
                                     f"{reason[0] if reason else ''}")
         restarted = len(sampler.worker_pids - set(server.workers()))
+        stats = database_stats(db_url)
     finally:
         server.stop()
     log_failures, log_warnings = server.log_failures()
     return dict(reps=reps, sampler=sampler, timed_seconds=timed_seconds,
                 setup_seconds=setup_seconds, verification=verification, injected=injected,
                 restarted=restarted, log_failures=log_failures, log_warnings=log_warnings,
-                argv=server.argv)
+                argv=server.argv, database=stats)
 
 
 def _together(reps: list[Rep], work, progress: Optional[float] = None) -> None:
@@ -967,7 +1006,14 @@ def figures(result: dict, opts: Options) -> dict:
     pg = quarters(sampler.samples, seconds,
                   lambda s: (s["pg_backends"] or {}).get("rss_anon_mb"))
     last = sampler.samples[-1] if sampler.samples else {}
+    server_cpu, db_cpu = sampler.cpu_seconds("server"), sampler.cpu_seconds("db")
     return dict(
+        cpu=dict(server_seconds=server_cpu, db_seconds=db_cpu,
+                 server_ms_per_request=server_cpu * 1000 / max(1, len(timed)),
+                 db_ms_per_request=db_cpu * 1000 / max(1, len(timed)),
+                 cores_busy=(server_cpu + db_cpu) / seconds,
+                 pg_backends_max=max(((s["pg_backends"] or {}).get("count", 0)
+                                      for s in sampler.samples), default=None)),
         requests=by_kind, writes_per_second=writes / seconds,
         stale_if_match=dict(tried=sum(r.stale_tried for r in reps),
                             answered_412=by_kind["put_stale"]["count"]
@@ -983,6 +1029,7 @@ def figures(result: dict, opts: Options) -> dict:
         worker_restarts=result["restarted"], log_failures=result["log_failures"][:MAX_EXAMPLES],
         log_failure_count=len(result["log_failures"]), log_warnings=result["log_warnings"],
         verification=result["verification"], injected=result["injected"],
+        database=result["database"],
         timed_seconds=seconds, setup_seconds=result["setup_seconds"])
 
 
@@ -1042,12 +1089,17 @@ def report(fig: dict, opts: Options, info: dict, command: str, reasons: list[str
         lines.append(f"  {LABELS[kind]:<24}{r['count']:>7}{_n(r['per_second'], 2):>8}"
                      f"{_n(r['p50_ms']):>9}{_n(r['p95_ms']):>9}{_n(r['p99_ms']):>9}"
                      f"{_n(r['max_ms'], 0):>9}{r['unexpected']:>12}   {quarter}")
-    mem, pg = fig["memory"]["server"], fig["memory"]["pg_backends"]
+    mem, pg, cpu = fig["memory"]["server"], fig["memory"]["pg_backends"], fig["cpu"]
     q = mem["quarter_medians_mb"]
     lines += ["", f"writes: {fig['writes_per_second']:.2f}/s; stale If-Match: "
               f"{fig['stale_if_match']['answered_412']} of {fig['stale_if_match']['tried']} "
               f"answered 412 as they must; connections opened: {fig['connections']}; "
               f"at the end {fig['items_at_end']} events live, {fig['deleted']} deleted",
+              f"CPU in the timed phase: server {cpu['server_ms_per_request']:.1f} ms"
+              + (f" + PostgreSQL {cpu['db_ms_per_request']:.1f} ms" if cpu["pg_backends_max"]
+                 else "") + f" per request (mix above); {cpu['cores_busy']:.2f} cores busy "
+              "on average" + (f"; at most {cpu['pg_backends_max']} database connections"
+                              if cpu["pg_backends_max"] else ""),
               f"memory, gunicorn master + workers (sum of RSS), median by quarter: "
               f"{' / '.join(_n(x, 0) for x in q)} MB; last / second quarter = "
               f"{_n(mem['last_over_second'], 3)} (limit {opts.max_rss_growth:g}); max "
@@ -1058,6 +1110,12 @@ def report(fig: dict, opts: Options, info: dict, command: str, reasons: list[str
                      f"{' / '.join(_n(x, 0) for x in pg['quarter_medians_mb'])} MB; last / second"
                      f" = {_n(pg['last_over_second'], 3)}; {fig['memory']['pg_backend_count_at_end']}"
                      " backends at the end")
+    tables = fig["database"]["tables"]
+    big = sorted(tables, key=lambda t: -(tables[t]["bytes"] or tables[t]["rows"]))[:6]
+    lines.append(f"database at the end: {fig['database']['database_bytes'] / 2**20:.1f} MB; "
+                 + ", ".join(f"{t} {tables[t]['rows']:,}" + (
+                     f" ({tables[t]['bytes_per_row']} B/row)" if tables[t]["bytes_per_row"]
+                     else "") for t in big))
     lines += [f"server log: {fig['log_failure_count']} error lines, {fig['log_warnings']} "
               f"warnings; worker restarts: {fig['worker_restarts']}",
               f"unexpected answers: {fig['errors']}; failed checks: {fig['checks_failed']}; "
