@@ -33,6 +33,12 @@ from server.crm import rawtext
 _FIRST_YEAR = 9500                 # the window: [9500, 9899] .. 9999
 _YEAR = dt.timedelta(days=366)
 _TIMEZONE_PARTS = {"STANDARD", "DAYLIGHT"}
+# seconds per period, as Radicale estimates a rule with UNTIL (radicale/item/__init__.py)
+_PERIOD = {"YEARLY": 31536000, "MONTHLY": 2628000, "WEEKLY": 604800, "DAILY": 86400,
+           "HOURLY": 3600, "MINUTELY": 60, "SECONDLY": 1}
+# the BYxxx parts that expand a period into its set, for the frequencies BYSETPOS counts in
+_EXPANSIONS = {"DAILY": ("BYHOUR", "BYMINUTE", "BYSECOND"), "HOURLY": ("BYMINUTE", "BYSECOND"),
+               "MINUTELY": ("BYSECOND",), "SECONDLY": ()}
 _DATE = re.compile(r"(\d{4})(\d{2})(\d{2})(?:T(\d{2})(\d{2})(\d{2}))?")
 
 
@@ -82,6 +88,23 @@ def _moment(value: str) -> Optional[dt.datetime]:
         return None
 
 
+def _positions_possible(freq: str, parts: dict) -> bool:
+    """False if every BYSETPOS lies outside the set of a period, for the frequencies whose
+    set size is known from the rule (daily and finer). dateutil would walk such a rule
+    period by period, every second for FREQ=SECONDLY, until the year 9999."""
+    if "BYSETPOS" not in parts or freq not in _EXPANSIONS:
+        return True
+    size = 1
+    for name in _EXPANSIONS[freq]:
+        if name in parts:
+            size *= len({v for v in parts[name].split(",") if v.strip()})
+    try:
+        positions = [int(v) for v in parts["BYSETPOS"].split(",") if v.strip()]
+    except ValueError:
+        return True                                  # Radicale refuses it
+    return any(1 <= abs(p) <= size for p in positions)
+
+
 def _rule_problem(component: str, dtstart: Optional[dt.datetime], value: str,
                   limit: int) -> Optional[str]:
     parts = {}
@@ -90,6 +113,9 @@ def _rule_problem(component: str, dtstart: Optional[dt.datetime], value: str,
         parts[key.strip().upper()] = val.strip()
     if component in _TIMEZONE_PARTS and parts.get("FREQ", "").upper() != "YEARLY":
         return "time zone transitions must recur yearly"
+    freq = parts.get("FREQ", "").upper()
+    if not _positions_possible(freq, parts):
+        return "its BYSETPOS selects nothing (each period holds fewer occurrences)"
     until = _moment(parts["UNTIL"]) if "UNTIL" in parts else None
     endless = "UNTIL" not in parts and "COUNT" not in parts
     open_rule = ";".join(p for p in value.split(";")
@@ -113,7 +139,10 @@ def _rule_problem(component: str, dtstart: Optional[dt.datetime], value: str,
     if endless and in_first_year > limit:
         return (f"more than {limit} occurrences a year without an end; give it a COUNT or "
                 f"UNTIL ([server] max_vevent_rrule_occurrence = {limit})")
-    if until is not None:
+    if until is not None and dtstart is not None and freq in _PERIOD and \
+            (until - dtstart).total_seconds() / _PERIOD[freq] <= limit:
+        # Radicale refuses the others on this very estimate (periods between DTSTART and
+        # UNTIL); under it, the walk below takes at most ``limit`` periods.
         try:
             real = rrule.rrulestr(open_rule, dtstart=start, ignoretz=True)
             count = 0
