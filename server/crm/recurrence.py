@@ -23,12 +23,11 @@ its first year then show its density, and a rule with UNTIL is counted up to the
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 from typing import Iterator, Optional
 
 from dateutil import rrule
-
-from server.crm import rawtext
 
 _FIRST_YEAR = 9500                 # the window: [9500, 9899] .. 9999
 _YEAR = dt.timedelta(days=366)
@@ -39,6 +38,9 @@ _PERIOD = {"YEARLY": 31536000, "MONTHLY": 2628000, "WEEKLY": 604800, "DAILY": 86
 # the BYxxx parts that expand a period into its set, for the frequencies BYSETPOS counts in
 _EXPANSIONS = {"DAILY": ("BYHOUR", "BYMINUTE", "BYSECOND"), "HOURLY": ("BYMINUTE", "BYSECOND"),
                "MINUTELY": ("BYSECOND",), "SECONDLY": ()}
+_FOLD = re.compile(r"\r?\n[ \t]")
+_LINES = re.compile(r"^[ \t]*(?:[A-Za-z0-9-]+\.)?(BEGIN|END|DTSTART|RRULE|EXRULE)([;:].*?)\r?$",
+                    re.IGNORECASE | re.MULTILINE)
 _DATE = re.compile(r"(\d{4})(\d{2})(\d{2})(?:T(\d{2})(\d{2})(\d{2}))?")
 
 
@@ -60,21 +62,22 @@ def problem(text: str, limit: int) -> Optional[str]:
 def _rules(text: str) -> Iterator[tuple[str, Optional[dt.datetime], str, str]]:
     """(component, its DTSTART, RRULE or EXRULE, rule text) for every rule in ``text``."""
     stack: list[dict] = []
-    for line in rawtext.logical_lines(text):
-        name = line.name.rpartition(".")[2]        # a vCard-style group prefix
+    for match in _LINES.finditer(_FOLD.sub("", text)):
+        name = match.group(1).upper()
+        value = match.group(2).rpartition(":")[2].strip()   # no colon in these values
         if name == "BEGIN":
-            stack.append({"name": line.value.strip().upper(), "dtstart": None, "rules": []})
+            stack.append({"name": value.upper(), "dtstart": None, "rules": []})
         elif name == "END" and stack:
             done = stack.pop()
-            for rule_name, value in done["rules"]:
-                yield done["name"], done["dtstart"], rule_name, value
+            for rule_name, rule in done["rules"]:
+                yield done["name"], done["dtstart"], rule_name, rule
         elif stack and name == "DTSTART":
-            stack[-1]["dtstart"] = _moment(line.value)
+            stack[-1]["dtstart"] = _moment(value)
         elif stack and name in ("RRULE", "EXRULE"):
-            stack[-1]["rules"].append((name, line.value.strip()))
+            stack[-1]["rules"].append((name, value))
     for done in stack:                               # unterminated: Radicale refuses it
-        for rule_name, value in done["rules"]:
-            yield done["name"], done["dtstart"], rule_name, value
+        for rule_name, rule in done["rules"]:
+            yield done["name"], done["dtstart"], rule_name, rule
 
 
 def _moment(value: str) -> Optional[dt.datetime]:
@@ -105,6 +108,7 @@ def _positions_possible(freq: str, parts: dict) -> bool:
     return any(1 <= abs(p) <= size for p in positions)
 
 
+@functools.lru_cache(maxsize=1024)   # clients send the same VTIMEZONE rules with every PUT
 def _rule_problem(component: str, dtstart: Optional[dt.datetime], value: str,
                   limit: int) -> Optional[str]:
     parts = {}
