@@ -267,6 +267,10 @@ REFUSED_RULES = {
     # found by tests/test_fuzz_put.py: dateutil walked it every 83 s up to the year 9999
     "BYSETPOS beyond a SECONDLY period": ("RRULE:FREQ=SECONDLY;INTERVAL=83;BYSETPOS=2,-3\n",
                                           "BYSETPOS selects nothing"),
+    # found by the fuzz too: 86,400 steps for each day the week numbers skip, to year 9999
+    "SECONDLY by hour on impossible weeks": (
+        "RRULE:FREQ=SECONDLY;UNTIL=21740101T000000Z;BYHOUR=22,3;BYWEEKNO=-43;BYMONTH=5\n",
+        "FREQ=SECONDLY with both BYHOUR/BYMINUTE and a day filter is not supported"),
     "EXRULE": ("RRULE:FREQ=DAILY\nEXRULE:FREQ=DAILY\n", "EXRULE is not supported"),
 }
 

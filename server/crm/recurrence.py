@@ -10,7 +10,11 @@ period until it finds the next occurrence, and only stops at the year 9999. So:
   under a coarser FREQ) costs a REPORT one step per second between DTSTART and the range;
 * a rule ending with UNTIL is counted in full by Radicale before it compares the count with
   ``[server] max_vevent_rrule_occurrence``, and its estimate ignores BYxxx expansions;
-* EXRULE (removed from iCalendar by RFC 5545) can cancel every occurrence of a dense RRULE.
+* EXRULE (removed from iCalendar by RFC 5545) can cancel every occurrence of a dense RRULE;
+* FREQ=SECONDLY (MINUTELY) with BYHOUR/BYMINUTE (BYHOUR) and a day filter makes dateutil
+  step through every second (minute) of each day the filter skips; such rules are refused
+  (FREQ=DAILY with BYHOUR/BYMINUTE says the same thing), as is a BYSETPOS outside the set
+  of a daily or finer period.
 
 ``problem(text, limit)`` answers, for a PUT body, why it is refused or None. Each rule is
 tried on its own with bounded work: the calendar (weekdays and leap years included) repeats
@@ -38,6 +42,11 @@ _PERIOD = {"YEARLY": 31536000, "MONTHLY": 2628000, "WEEKLY": 604800, "DAILY": 86
 # the BYxxx parts that expand a period into its set, for the frequencies BYSETPOS counts in
 _EXPANSIONS = {"DAILY": ("BYHOUR", "BYMINUTE", "BYSECOND"), "HOURLY": ("BYMINUTE", "BYSECOND"),
                "MINUTELY": ("BYSECOND",), "SECONDLY": ()}
+# dateutil steps a SECONDLY (MINUTELY) rule through up to every second (minute) of a day
+# to meet these filters, and does so again for each day a day filter skips: 86,400 steps a
+# day, for each of the days up to the year 9999 if the days never match.
+_TIME_FILTERS = {"SECONDLY": ("BYHOUR", "BYMINUTE"), "MINUTELY": ("BYHOUR",)}
+_DAY_FILTERS = ("BYMONTH", "BYWEEKNO", "BYYEARDAY", "BYMONTHDAY", "BYDAY", "BYEASTER")
 _FOLD = re.compile(r"\r?\n[ \t]")
 _LINES = re.compile(r"^[ \t]*(?:[A-Za-z0-9-]+\.)?(BEGIN|END|DTSTART|RRULE|EXRULE)([;:].*?)\r?$",
                     re.IGNORECASE | re.MULTILINE)
@@ -118,6 +127,10 @@ def _rule_problem(component: str, dtstart: Optional[dt.datetime], value: str,
     if component in _TIMEZONE_PARTS and parts.get("FREQ", "").upper() != "YEARLY":
         return "time zone transitions must recur yearly"
     freq = parts.get("FREQ", "").upper()
+    if freq in _TIME_FILTERS and any(n in parts for n in _TIME_FILTERS[freq]) and \
+            any(n in parts for n in _DAY_FILTERS):
+        return (f"FREQ={freq} with both {'/'.join(_TIME_FILTERS[freq])} and a day filter "
+                f"is not supported (use FREQ=DAILY with BYHOUR/BYMINUTE)")
     if not _positions_possible(freq, parts):
         return "its BYSETPOS selects nothing (each period holds fewer occurrences)"
     until = _moment(parts["UNTIL"]) if "UNTIL" in parts else None
