@@ -120,6 +120,19 @@ TIMED = ("poll_ctag", "poll_home", "sync", "put_create", "put_update", "put_stal
 LOG_FAILURE = re.compile(r"\[(ERROR|CRITICAL)\]|Traceback|WORKER TIMEOUT|was sent SIG|"
                          r"Worker \(pid:\d+\) exited")
 MAX_EXAMPLES = 20
+# gunicorn's logging configuration for the run: server/wsgi.py does not install Radicale's
+# log handler, so without one Radicale's records reach stderr through Python's last-resort
+# handler, without their level, and the log check could not tell an error from a warning.
+LOG_CONFIG = {
+    "version": 1, "disable_existing_loggers": False,
+    "root": {"level": "INFO", "handlers": ["console"]},
+    "loggers": {"gunicorn.error": {"level": "INFO", "handlers": ["console"], "propagate": False},
+                "gunicorn.access": {"level": "INFO", "handlers": [], "propagate": False}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "generic",
+                             "stream": "ext://sys.stderr"}},
+    "formatters": {"generic": {
+        "format": "%(asctime)s [%(process)d] [%(levelname)s] %(name)s: %(message)s",
+        "datefmt": "[%Y-%m-%d %H:%M:%S %z]"}}}
 
 
 # --- HTTP -----------------------------------------------------------------------------------------
@@ -651,12 +664,15 @@ class Gunicorn:
         env = {k: v for k, v in os.environ.items() if k not in ("RADICALE_CONFIG", "CRM_CONFIG")}
         env["RADICALE_CONFIG"] = os.pathsep.join([os.path.join(ROOT, "config", "radicale.conf"),
                                                  overrides])
+        log_config = os.path.join(workdir, "log.json")
+        with open(log_config, "w") as f:
+            json.dump(LOG_CONFIG, f)
         self.port = compare.free_port()
         # keep-alive longer than a rep's pause (a reverse proxy keeps its upstream
         # connections open too); no --max-requests, which would hide a leak.
         self.argv = [os.path.join(BIN, "gunicorn"), "--workers", str(workers), "--worker-class",
                      "gthread", "--threads", str(threads), "--keep-alive", "30", "--timeout",
-                     "120", "--log-level", "warning", "--bind", f"127.0.0.1:{self.port}",
+                     "120", "--log-config-json", log_config, "--bind", f"127.0.0.1:{self.port}",
                      "server.wsgi:application"]
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT,
@@ -682,16 +698,16 @@ class Gunicorn:
         with open(self.log_path, errors="replace") as f:
             return f.read()[-1500:]
 
-    def log_failures(self) -> tuple[list[str], int]:
+    def log_failures(self) -> tuple[list[str], list[str]]:
         """Lines that say something went wrong (errors, tracebacks, worker restarts), and
-        how many warnings there were."""
-        failures, warnings = [], 0
+        the warnings."""
+        failures, warnings = [], []
         with open(self.log_path, errors="replace") as f:
             for line in f:
                 if LOG_FAILURE.search(line):
                     failures.append(line.rstrip()[:300])
                 elif "[WARNING]" in line:
-                    warnings += 1
+                    warnings.append(line.rstrip()[:300])
         return failures, warnings
 
     def stop(self) -> None:
@@ -1027,7 +1043,9 @@ def figures(result: dict, opts: Options) -> dict:
                     pg_backends=pg, pg_backend_count_at_end=(last.get("pg_backends") or {})
                     .get("count"), samples=sampler.samples),
         worker_restarts=result["restarted"], log_failures=result["log_failures"][:MAX_EXAMPLES],
-        log_failure_count=len(result["log_failures"]), log_warnings=result["log_warnings"],
+        log_failure_count=len(result["log_failures"]), log_warnings=len(result["log_warnings"]),
+        log_warning_kinds=sorted({w.split("] ", 3)[-1][:160] for w in result["log_warnings"]})[
+            :MAX_EXAMPLES],
         verification=result["verification"], injected=result["injected"],
         database=result["database"],
         timed_seconds=seconds, setup_seconds=result["setup_seconds"])
