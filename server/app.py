@@ -45,11 +45,18 @@ _DTD = re.compile(rb"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
 class _RefusalsAreNotCrashes(logging.Filter):
     """Radicale 3.9 logs any exception a method does not catch (DELETE catches none) as
     "Exception: ..." plus a traceback on the root logger. A plugin's deliberate refusal is a
-    normal answer: it is logged as one line at info, without the traceback."""
+    normal answer: it is logged as one line at info, without the traceback. A database
+    outage is not logged here at all: ``request_context.OutageLog`` reports it."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         context = request_context.current()
-        if context is None or context.refusal is None or record.levelno < logging.ERROR:
+        if context is None or record.levelno < logging.ERROR:
+            return True
+        if context.db_unavailable:
+            # The outage is logged by request_context.OutageLog, once, not per request with
+            # Radicale's traceback of the driver's error.
+            return False
+        if context.refusal is None:
             return True
         if record.name == "radicale":
             # "Exception: ..." and the "... response status ... 500" line: the client gets
@@ -99,6 +106,8 @@ class CrmApplication(Application):
             return _plain(start_response, status, reason,
                           _keep(captured["headers"]) + context.refusal_headers,
                           head=context.method == "HEAD")
+        if not context.db_unavailable and "requester" in context.memo:
+            request_context.mark_db_worked()     # the storage opened a transaction
         if context.db_unavailable and code >= 500:
             return _plain(start_response, client.SERVICE_UNAVAILABLE,
                           "the database is unavailable, retry later",

@@ -7,7 +7,9 @@ the raw body from it and writes back why a request failed.
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Optional
@@ -59,10 +61,65 @@ def set_reason(reason: str) -> None:
         context.reason = reason
 
 
-def mark_db_unavailable() -> None:
+def mark_db_unavailable(error: Optional[BaseException] = None) -> None:
+    """The database failed this request: it is answered 503, and the outage is logged (once
+    per request, at most every few seconds; see :class:`OutageLog`)."""
     context = current()
     if context is not None:
+        if context.db_unavailable:
+            return
         context.db_unavailable = True
+    outage_log.failed(error)
+
+
+def mark_db_worked() -> None:
+    """A request used the database without an outage: ends a logged outage, if any."""
+    outage_log.worked()
+
+
+class OutageLog:
+    """One line when the database goes away, one every ``every`` seconds while it stays
+    away, and one when it is back, instead of an error and a traceback per request (a
+    3-second outage under load used to write ~350 lines)."""
+
+    def __init__(self, every: float = 10.0) -> None:
+        self.every = every
+        self._lock = threading.Lock()
+        self._since: Optional[float] = None
+        self._last = 0.0
+        self._count = 0
+
+    def failed(self, error: Optional[BaseException]) -> None:
+        now = time.monotonic()
+        reason = " ".join(str(error).split())[:300] if error is not None else "unknown error"
+        with self._lock:
+            self._count += 1
+            if self._since is None:
+                self._since = self._last = now
+                message = ("Database unavailable (requests get 503 until it is back): %s",
+                           reason)
+            elif now - self._last >= self.every:
+                self._last = now
+                message = ("Database still unavailable after %.0f s (%d requests answered 503 "
+                           "so far): %s", now - self._since, self._count, reason)
+            else:
+                return
+        _logger.error(*message)
+
+    def worked(self) -> None:
+        if self._since is None:      # the usual case: no lock taken
+            return
+        with self._lock:
+            if self._since is None:
+                return
+            took, count = time.monotonic() - self._since, self._count
+            self._since, self._count = None, 0
+        _logger.warning("Database available again after %.1f s (%d requests answered 503)",
+                        took, count)
+
+
+_logger = logging.getLogger("radicale-crm")
+outage_log = OutageLog()
 
 
 class Refused(ValueError):

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+import time
+
 import pytest
 
 from davclient import Dav, make_configuration
 from ical import crlf, event, vcard
+from server import request_context
 from server.app import CrmApplication
 
 
@@ -124,12 +128,38 @@ def test_wrong_credentials_and_anonymous(app, make_user, snapshot):
     assert snapshot() == before
 
 
-def test_database_down_gives_503_with_retry_after():
+def test_database_down_gives_503_with_retry_after(monkeypatch, caplog):
+    monkeypatch.setattr(request_context, "outage_log", request_context.OutageLog())
     # Nothing listens on port 1: every connection attempt fails at once.
     app = CrmApplication(make_configuration("postgresql://postgres@127.0.0.1:1/nothing"))
-    response = Dav(app, "alice", "secret123").propfind("/alice/")
-    assert response.status == 503
-    assert response.headers["retry-after"] == "5"
-    assert one_line(response) == "the database is unavailable, retry later"
+    caplog.clear()
+    for _ in range(5):
+        response = Dav(app, "alice", "secret123").propfind("/alice/")
+        assert response.status == 503
+        assert response.headers["retry-after"] == "5"
+        assert one_line(response) == "the database is unavailable, retry later"
     anonymous = Dav(app).request("OPTIONS", "/")
     assert anonymous.status == 200  # requests that need no database still work
+    # The outage is logged once, in one line, not as an error and a traceback per request.
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert [r.getMessage().split(":")[0] for r in errors] == [
+        "Database unavailable (requests get 503 until it is back)"], errors
+    assert "Traceback" not in caplog.text
+
+
+def test_an_outage_is_logged_when_it_starts_every_few_seconds_and_when_it_ends(caplog):
+    log = request_context.OutageLog(every=0.2)
+    caplog.set_level(logging.INFO)
+    for _ in range(3):
+        log.failed(ConnectionError("connection refused"))
+    time.sleep(0.25)
+    log.failed(ConnectionError("connection refused"))
+    log.worked()
+    log.worked()
+    lines = [r.getMessage() for r in caplog.records if r.name == "radicale-crm"]
+    assert lines[0] == ("Database unavailable (requests get 503 until it is back): "
+                        "connection refused")
+    assert lines[1].startswith("Database still unavailable after 0 s (4 requests answered 503 "
+                               "so far)")
+    assert lines[2].startswith("Database available again after 0.")
+    assert lines[2].endswith("(4 requests answered 503)") and len(lines) == 3

@@ -81,7 +81,7 @@ class Auth(auth.BaseAuth):
             return self._check(login.strip().lower(), password)
         except Exception as e:
             if db.is_outage(e):
-                request_context.mark_db_unavailable()
+                request_context.mark_db_unavailable(e)
             raise
 
     def _check(self, username: str, password: str) -> tuple[str, set]:

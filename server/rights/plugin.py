@@ -38,7 +38,7 @@ class Rights(rights.BaseRights):
                 memo[key] = self._decide(user, user_groups or set(), sane, memo)
             except Exception as e:
                 if db.is_outage(e):
-                    request_context.mark_db_unavailable()
+                    request_context.mark_db_unavailable(e)
                 raise
         return memo[key]
 

@@ -131,8 +131,7 @@ class Storage(storage.BaseStorage):
             raise
         except Exception as e:
             if db.is_outage(e):
-                request_context.mark_db_unavailable()
-                logger.error("Database unavailable: %s", " ".join(str(e).split())[:300])
+                request_context.mark_db_unavailable(e)
             raise
 
     def actor(self) -> Optional[str]:
