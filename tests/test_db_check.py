@@ -131,6 +131,10 @@ DAMAGE = {
     "text no longer parses": (
         "UPDATE dav_items SET text = 'BEGIN:VCALENDAR' WHERE id = {v1}",
         "items: /{alice}/calendar/v1.ics: its text does not parse"),
+    "impossible recurrence stored before it was refused": (
+        "UPDATE dav_items SET text = replace(text, 'FREQ=WEEKLY;COUNT=10', "
+        "'FREQ=SECONDLY;BYMONTH=2;BYMONTHDAY=30') WHERE href = 'weekly.ics'",
+        "items: /{alice}/calendar/weekly.ics: its recurrence rule would make every reader spin"),
     "time range index wrong": (
         "UPDATE dav_items SET range_start = range_start + 3600 WHERE id = {v1}",
         "items: /{alice}/calendar/v1.ics: indexed range_start is"),
