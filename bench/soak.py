@@ -1044,11 +1044,19 @@ def figures(result: dict, opts: Options) -> dict:
                     .get("count"), samples=sampler.samples),
         worker_restarts=result["restarted"], log_failures=result["log_failures"][:MAX_EXAMPLES],
         log_failure_count=len(result["log_failures"]), log_warnings=len(result["log_warnings"]),
-        log_warning_kinds=sorted({w.split("] ", 3)[-1][:160] for w in result["log_warnings"]})[
-            :MAX_EXAMPLES],
+        log_warning_kinds=warning_kinds(result["log_warnings"]),
         verification=result["verification"], injected=result["injected"],
         database=result["database"],
         timed_seconds=seconds, setup_seconds=result["setup_seconds"])
+
+
+def warning_kinds(lines: list[str]) -> dict[str, int]:
+    """Warnings counted by kind: the message with quoted values (paths, ETags) elided."""
+    kinds: dict[str, int] = {}
+    for line in lines:
+        kind = re.sub(r"'[^']*'|\"[^\"]*\"", "…", line.split("] ", 3)[-1])[:160]
+        kinds[kind] = kinds.get(kind, 0) + 1
+    return dict(sorted(kinds.items(), key=lambda kv: -kv[1])[:MAX_EXAMPLES])
 
 
 def verdict(fig: dict, opts: Options) -> list[str]:
