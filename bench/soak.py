@@ -1217,7 +1217,7 @@ def main(argv: Optional[list[str]] = None) -> None:
                                                  os.path.relpath(sys.argv[0], ROOT),
                                                  *(sys.argv[1:] if argv is None else argv)])
     workdir = tempfile.mkdtemp(prefix="soak-")
-    passed, version = False, None
+    keep, version = False, None   # the work directory: kept only after a failed run
     try:
         with contextlib.ExitStack() as stack:
             if opts.database == "pg":
@@ -1240,6 +1240,7 @@ def main(argv: Optional[list[str]] = None) -> None:
         fig = figures(result, opts)
         reasons = verdict(fig, opts)
         passed = not reasons
+        keep = not passed and not opts.inject
         text = report(fig, opts, info, command, reasons)
         print("\n" + text)
         if out:
@@ -1254,9 +1255,9 @@ def main(argv: Optional[list[str]] = None) -> None:
             print(f"written: {out}")
         if reasons:
             sys.exit("soak.py: FAILED: " + "; ".join(reasons)
-                     + f" (server log kept in {workdir})")
+                     + (f" (server log kept in {workdir})" if keep else ""))
     finally:
-        if passed:
+        if not keep:
             shutil.rmtree(workdir, ignore_errors=True)
 
 
