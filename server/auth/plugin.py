@@ -57,7 +57,8 @@ class Auth(auth.BaseAuth):
     def __init__(self, configuration) -> None:
         configuration = configuration.copy(PLUGIN_CONFIG_SCHEMA)
         super().__init__(configuration)
-        self._engine = db.shared_engine(db.url_from_config(configuration))
+        self._engine = db.shared_engine(db.url_from_config(configuration),
+                                       db.pool_size_from_config(configuration))
         self._salt = secrets.token_bytes(16)
         self._verified: dict[str, tuple[str, bytes]] = {}
         self._failed: dict[tuple[str, bytes], float] = {}

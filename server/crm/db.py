@@ -42,6 +42,15 @@ def url_from_config(configuration) -> str:
     return resolve_url(value)
 
 
+def pool_size_from_config(configuration) -> int:
+    """``[storage] db_pool_size`` from any plugin's configuration: the auth and rights plugins
+    must ask for the storage's pool size, or ``shared_engine`` gives them a second pool."""
+    try:
+        return int(configuration.get("storage", "db_pool_size"))
+    except (KeyError, ValueError, TypeError):
+        return 5
+
+
 def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 

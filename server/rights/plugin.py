@@ -25,7 +25,8 @@ class Rights(rights.BaseRights):
 
     def __init__(self, configuration) -> None:
         super().__init__(configuration)
-        self._engine = db.shared_engine(db.url_from_config(configuration))
+        self._engine = db.shared_engine(db.url_from_config(configuration),
+                                       db.pool_size_from_config(configuration))
 
     def authorization(self, user: str, user_groups: set, path: str) -> str:
         if not user:
