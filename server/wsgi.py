@@ -21,9 +21,15 @@ _lock = threading.Lock()
 
 
 def _build() -> CrmApplication:
+    # As Radicale's own WSGI entry does: without log.setup() Radicale's records (requests,
+    # logins, errors) reached no handler under gunicorn, or came out without time or level.
+    # Where the WSGI server already configured logging (gunicorn --log-config-json), setup()
+    # leaves its handlers alone.
+    log.setup()
     configuration = radicale_config.load(radicale_config.parse_compound_paths(config.compound()))
     log.set_level(configuration.get("logging", "level"),
-                  configuration.get("logging", "backtrace_on_debug"))
+                  configuration.get("logging", "backtrace_on_debug"),
+                  configuration.get("logging", "trace_filter"))
     return CrmApplication(configuration)
 
 

@@ -4,6 +4,7 @@ max_content_length only in its built-in server)."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -54,7 +55,7 @@ def gunicorn(db_url, tmp_path):
     log.close()
 
 
-def test_gunicorn_serves_the_same_application(gunicorn, db_url):
+def test_gunicorn_serves_the_same_application(gunicorn, db_url, tmp_path):
     user, password = create_user(db_url)
     path = f"/{user}/calendar/g.ics"
     status, _ = call(gunicorn, "PUT", path, user, password, event("g").encode(),
@@ -68,3 +69,6 @@ def test_gunicorn_serves_the_same_application(gunicorn, db_url):
     assert status == 413
     assert body == b"request body of %d bytes exceeds the limit of 5000 bytes\n" % len(big)
     assert call(gunicorn, "GET", f"/{user}/calendar/big.ics", user, password)[0] == 404
+    # Radicale's log reaches gunicorn's output, with time and level, as under crm-server.
+    log = (tmp_path / "gunicorn.log").read_text(errors="replace")
+    assert re.search(r"\[INFO\] Successful login: '%s'" % user, log), log[-2000:]
