@@ -29,6 +29,7 @@ class RequestContext:
     refusal: Optional[tuple[int, str]] = None   # a plugin refused: this status and reason
     refusal_headers: list = field(default_factory=list)  # ... with these headers
     forwarded_for: str = ""               # X-Forwarded-For, for [auth] trusted_proxies
+    client_address: str = ""              # the client, proxies seen through (auth plugin)
     memo: dict = field(default_factory=dict)    # per-request cache (rights decisions, ...)
     _text: Optional[str] = None
 
@@ -53,6 +54,15 @@ def bound(context: RequestContext) -> Iterator[RequestContext]:
         yield context
     finally:
         _local.context = previous
+
+
+def client_address() -> Optional[str]:
+    """The client's address for the audit: past trusted proxies (``[auth] trusted_proxies``)
+    once the auth plugin has looked, else the peer's."""
+    context = current()
+    if context is None:
+        return None
+    return context.client_address or context.remote_addr or None
 
 
 def set_reason(reason: str) -> None:

@@ -19,7 +19,7 @@ from crmkit import Crm
 from davclient import Dav, http_request, make_configuration
 from ical import event
 from server.app import CrmApplication
-from server.crm import access, db, throttle, users
+from server.crm import access, audit, db, throttle, users
 from server.crm.models import User
 
 
@@ -194,3 +194,16 @@ def test_passwords_never_reach_the_log(db_url, live_server, tmp_path):
         assert password not in log
         token = base64.b64encode(f"{name}:{password}".encode()).decode()
         assert token not in log
+
+
+def test_the_audit_records_the_client_behind_a_trusted_proxy(db_url, make_user):
+    name, password = make_user()
+    address = fresh_address()
+    for app, expected in ((throttled_app(db_url), address),
+                          (throttled_app(db_url, trusted_proxies=""), "127.0.0.1")):
+        rep = Dav(app, name, password, {"X-Forwarded-For": f"10.9.9.9, {address}"})
+        href = f"a{uuid.uuid4().hex[:6]}.ics"
+        assert rep.put(f"/{name}/calendar/{href}", event(href)).status == 201
+        with Session(db.shared_engine(db_url)) as s:
+            [entry] = audit.entries(s, obj=f"{name}/calendar/{href}")
+        assert entry.client == expected

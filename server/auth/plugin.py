@@ -132,7 +132,8 @@ class Auth(auth.BaseAuth):
                 address = hop
                 if not _within(hop, self._proxies):
                     break
-        return address[:300]
+        context.client_address = address[:300]
+        return context.client_address
 
     def _address_counter(self, session: Session, address: str):
         if not address or self._policy.address_limit <= 0:

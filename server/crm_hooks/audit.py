@@ -13,6 +13,8 @@ from server.crm.dav import CollectionState, StoredItem
 _NOISE = {"DTSTAMP", "LAST-MODIFIED", "SEQUENCE", "PRODID", "X-MOZ-GENERATION",
           "X-MOZ-LASTACK", "REV"}
 
+_client = request_context.client_address   # past trusted proxies
+
 
 def changed_properties(old: str, new: str) -> list[str]:
     """Names of the properties whose lines differ between two texts, in order."""
@@ -23,11 +25,6 @@ def changed_properties(old: str, new: str) -> list[str]:
     before, after = lines(old), lines(new)
     names = {key[0] for key in (before - after) + (after - before)}
     return sorted(names - _NOISE) or sorted(names)
-
-
-def _client() -> Optional[str]:
-    context = request_context.current()
-    return (context.remote_addr or None) if context else None
 
 
 def _digest(item: Optional[StoredItem]) -> Optional[str]:

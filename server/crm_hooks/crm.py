@@ -12,10 +12,7 @@ from server.crm.dav import CollectionState, StoredItem
 from server.crm.ingest import Ingestion
 from server.crm.settings import CrmSettings
 
-
-def _client() -> Optional[str]:
-    context = request_context.current()
-    return (context.remote_addr or None) if context else None
+_client = request_context.client_address   # past trusted proxies
 
 
 def _settled(session, call: Callable[[], None]) -> None:
