@@ -123,11 +123,14 @@ class _Connection(http.client.HTTPConnection):
 class Client:
     """One keep-alive connection with Basic auth. Radicale's built-in server (stock and
     crm-server) closes every connection after one answer; http.client then reconnects, and
-    ``connections`` counts how often that happened."""
+    ``connections`` counts how often that happened. A request that finds its idle
+    connection closed by the server is sent once more on a new one (as calendar clients do);
+    any other failure closes the connection, so the next request starts clean."""
 
-    def __init__(self, port: int, user: str) -> None:
-        self._conn = _Connection("127.0.0.1", port, timeout=900)
-        token = base64.b64encode(f"{user}:{PASSWORD}".encode()).decode()
+    def __init__(self, port: int, user: str, timeout: float = 900,
+                 password: str = PASSWORD) -> None:
+        self._conn = _Connection("127.0.0.1", port, timeout=timeout)
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
         self._auth = "Basic " + token
         self.requests = 0
 
@@ -143,10 +146,13 @@ class Client:
         try:
             return self._send(method, path, data, all_headers)
         except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+            self._conn.close()
             if not reused:
                 raise
-            self._conn.close()   # the server closed an idle keep-alive connection: once more
-            return self._send(method, path, data, all_headers)
+            return self._send(method, path, data, all_headers)   # it closed an idle one
+        except BaseException:
+            self._conn.close()
+            raise
 
     def _send(self, method: str, path: str, data: bytes, headers: dict) -> Reply:
         started = time.perf_counter()

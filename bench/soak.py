@@ -54,10 +54,8 @@ written unless ``--out`` is given).
 from __future__ import annotations
 
 import argparse
-import base64
 import contextlib
 import datetime as dt
-import http.client
 import json
 import os
 import random
@@ -137,53 +135,7 @@ LOG_CONFIG = {
 
 # --- HTTP -----------------------------------------------------------------------------------------
 
-class _Connection(http.client.HTTPConnection):
-    opened = 0
-
-    def connect(self) -> None:
-        super().connect()
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.opened += 1
-
-
-class Client:
-    """One keep-alive connection with Basic auth; a request that finds its idle connection
-    closed by the server is sent once more on a new one (as calendar clients do)."""
-
-    def __init__(self, port: int, user: str, timeout: float = 60) -> None:
-        self._conn = _Connection("127.0.0.1", port, timeout=timeout)
-        self._auth = "Basic " + base64.b64encode(f"{user}:{PASSWORD}".encode()).decode()
-
-    @property
-    def connections(self) -> int:
-        return self._conn.opened
-
-    def request(self, method: str, path: str, body: str | bytes = b"",
-                headers: Optional[dict] = None) -> compare.Reply:
-        data = body.encode() if isinstance(body, str) else body
-        all_headers = {"Authorization": self._auth, **(headers or {})}
-        reused = self._conn.sock is not None
-        try:
-            return self._send(method, path, data, all_headers)
-        except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
-            self._conn.close()
-            if not reused:
-                raise
-            return self._send(method, path, data, all_headers)
-        except BaseException:
-            self._conn.close()
-            raise
-
-    def _send(self, method: str, path: str, data: bytes, headers: dict) -> compare.Reply:
-        started = time.perf_counter()
-        self._conn.request(method, path, body=data, headers=headers)
-        response = self._conn.getresponse()
-        body = response.read()
-        return compare.Reply(response.status, {k.lower(): v for k, v in response.getheaders()},
-                             body, time.perf_counter() - started)
-
-    def close(self) -> None:
-        self._conn.close()
+REQUEST_TIMEOUT = 60   # seconds: a soak request slower than this is an error
 
 
 def collection_props(reply: compare.Reply) -> dict[str, dict[str, str]]:
@@ -291,7 +243,7 @@ class Rep:
                  poll: float) -> None:
         self.k, self.user, self.port, self.style, self.poll = k, f"rep{k:02d}", port, style, poll
         self.calendar = f"/{self.user}/calendar/"
-        self.client = Client(port, self.user)
+        self.client = compare.Client(port, self.user, REQUEST_TIMEOUT, PASSWORD)
         self.rng = random.Random(seed)
         self.unused = list(events)
         self.items: dict[str, Item] = {}
@@ -900,7 +852,7 @@ def inject_fault(rep: Rep, how: str) -> str:
     """Change one acknowledged event behind its rep's back (a server that lost or altered
     a write would look like this)."""
     href = rep.live()[0]
-    client = Client(rep.port, rep.user)
+    client = compare.Client(rep.port, rep.user, REQUEST_TIMEOUT, PASSWORD)
     try:
         if how == "lose-write":
             reply = client.request("DELETE", rep.calendar + href)

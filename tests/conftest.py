@@ -4,10 +4,12 @@ turns a missing or unreachable PostgreSQL into a failure instead of a skip)."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import shutil
 import uuid
+from typing import Iterator, Optional
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -38,29 +40,45 @@ def pytest_report_header(config):
 
 # --- databases ---------------------------------------------------------------------------
 
-@pytest.fixture(scope="session")
-def pg_server_url():
-    """A fresh PostgreSQL database for this test session, migrated, dropped afterwards."""
+@contextlib.contextmanager
+def own_pg_database(prefix: str, template: Optional[str] = None,
+                    migrate: bool = True) -> Iterator[str]:
+    """A PostgreSQL database of one's own on the test server (``CRM_TEST_DATABASE_URL``),
+    migrated (or copied from ``template``, a database nobody is connected to), dropped
+    afterwards. Skips, or fails under ``CRM_REQUIRE_POSTGRESQL=1``, when there is none."""
     if not PG_URL:
         pytest.skip(PG_SKIP)
     admin_url = db.resolve_url(PG_URL)
-    name = "crm_test_" + uuid.uuid4().hex[:10]
+    name = prefix + uuid.uuid4().hex[:10]
     admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    copy = f' TEMPLATE "{make_url(template).database}"' if template else ""
     try:
         with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
+            conn.execute(text(f'CREATE DATABASE "{name}"{copy}'))
     except Exception as e:
-        if REQUIRE_PG:
+        admin.dispose()
+        if REQUIRE_PG or template:
             raise
         pytest.skip(f"PostgreSQL tests skipped: cannot reach {PG_URL}: {e}")
     url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-    engine = db.make_engine(url)
-    schema.upgrade(engine)
-    engine.dispose()
-    yield url
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    try:
+        if migrate and not template:
+            engine = db.make_engine(url)
+            schema.upgrade(engine)
+            engine.dispose()
+        yield url
+    finally:
+        db.shared_engine(url).dispose()
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def pg_server_url():
+    """A fresh PostgreSQL database for this test session, migrated, dropped afterwards."""
+    with own_pg_database("crm_test_") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

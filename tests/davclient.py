@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 import urllib.request
@@ -178,3 +179,25 @@ def http_request(base_url: str, user: Optional[str], password: Optional[str], me
                         response.read())
     finally:
         conn.close()
+
+
+def bounded(seconds: float, fn, *args):
+    """``fn(*args)`` in a thread; fails if it is still running after ``seconds``.
+    Returns (result, elapsed seconds)."""
+    box: dict = {}
+
+    def run():
+        started = time.monotonic()
+        try:
+            box["value"] = fn(*args)
+        except BaseException as e:  # re-raised in the test's thread
+            box["error"] = e
+        box["elapsed"] = time.monotonic() - started
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"{fn} still running after {seconds} s"
+    if "error" in box:
+        raise box["error"]
+    return box["value"], box["elapsed"]

@@ -4,19 +4,18 @@ damage a crash or a hand edit could leave (one corruption per case, on a fresh c
 from __future__ import annotations
 
 import shutil
-import uuid
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 import crmkit
-from conftest import create_user
+from conftest import create_user, own_pg_database
 from crmkit import Crm, apple, outlook
 from davclient import Dav, make_configuration
 from ical import vcard
 from server.app import CrmApplication
-from server.crm import db, schema
+from server.crm import db
 
 CUSTOMER = "client.example"
 
@@ -68,21 +67,8 @@ def seed(request, tmp_path_factory, sqlite_template):
         return
     # PostgreSQL: the session's database is shared by every test and the check reads the whole
     # store, so the seed gets a database of its own (each case copies it as a template).
-    server_url = request.getfixturevalue("pg_server_url")
-    name = "crm_check_" + uuid.uuid4().hex[:8]
-    admin = create_engine(make_url(server_url).set(database="postgres"),
-                          isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
-    engine = db.make_engine(url)
-    schema.upgrade(engine)
-    engine.dispose()
-    users = _seed(url)
-    yield url, users
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with own_pg_database("crm_check_") as url:
+        yield url, _seed(url)
 
 
 @pytest.fixture
@@ -94,16 +80,8 @@ def store(seed, tmp_path):
         shutil.copy(make_url(url).database, path)
         yield f"sqlite:///{path}", users
         return
-    name = "crm_case_" + uuid.uuid4().hex[:8]
-    admin = create_engine(make_url(url).set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{make_url(url).database}"'))
-    copy = make_url(url).set(database=name).render_as_string(hide_password=False)
-    yield copy, users
-    db.shared_engine(copy).dispose()
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with own_pg_database("crm_case_", template=url) as copy:
+        yield copy, users
 
 
 def run_check(url: str, *args: str, expect: int) -> str:

@@ -27,7 +27,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
 from admin_cli.main import main as crm_admin
-from conftest import PG_SKIP, PG_URL, REQUIRE_PG, create_user
+from conftest import REQUIRE_PG, create_user, own_pg_database
 from crmkit import INTERNAL, thunderbird
 from davclient import LiveServer, http_request
 from faultkit import (Account, BlackHole, Endpoint, Gunicorn, Op, PostgresUnavailable, PrivatePostgres,
@@ -335,28 +335,8 @@ def test_unresponsive_postgresql_gets_503_not_a_hang(tmp_path):
 @pytest.fixture
 def fresh_pg_url():
     """A database of its own on the shared PostgreSQL server (never stopped), dropped after."""
-    if not PG_URL:
-        pytest.skip(PG_SKIP)
-    admin_url = db.resolve_url(PG_URL)
-    name = "crm_faults_" + uuid.uuid4().hex[:10]
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-    except Exception as e:
-        admin.dispose()
-        if REQUIRE_PG:
-            raise
-        pytest.skip(f"PostgreSQL tests skipped: cannot reach {PG_URL}: {e}")
-    url = admin.url.set(database=name).render_as_string(hide_password=False)
-    try:
-        migrate(url)
+    with own_pg_database("crm_faults_") as url:
         yield url
-    finally:
-        db.shared_engine(url).dispose()
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 @pytest.mark.parametrize("backend", ["sqlite",

@@ -20,7 +20,6 @@ machine, no example database), and the strategies are a maintained library's.
 from __future__ import annotations
 
 import re
-import threading
 import time
 
 import pytest
@@ -31,6 +30,7 @@ from sqlalchemy import text
 
 from conftest import create_user, db_snapshot
 from davclient import Dav, make_configuration
+from davclient import bounded as within
 from ical import event, time_range_query, vcard
 from server.app import CrmApplication
 from server.crm import db, rawtext
@@ -114,21 +114,7 @@ def bodies(base: str):
 
 
 def bounded(fn, *args):
-    box: dict = {}
-
-    def run():
-        try:
-            box["value"] = fn(*args)
-        except BaseException as e:
-            box["error"] = e
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(BOUND)
-    assert not thread.is_alive(), f"no answer within {BOUND} s"
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
+    return within(BOUND, fn, *args)[0]
 
 
 class Target:

@@ -30,7 +30,6 @@ from __future__ import annotations
 import base64
 import html
 import http.client
-import threading
 import time
 import urllib.parse
 
@@ -38,7 +37,7 @@ import pytest
 from sqlalchemy import text
 
 from conftest import PASSWORD, create_user, unique_name
-from davclient import Dav, http_request, make_configuration
+from davclient import Dav, bounded, http_request, make_configuration
 from ical import crlf, event, multiget, time_range_query, vcard
 from server.app import CrmApplication
 from server.crm import db
@@ -57,28 +56,6 @@ def reason(response) -> str:
     body = response.body.decode("utf-8")
     assert body.strip() and "\n" not in body.rstrip("\n"), body
     return body.strip()
-
-
-def bounded(seconds: float, fn, *args):
-    """``fn(*args)`` in a thread; fails if it is still running after ``seconds``.
-    Returns (result, elapsed seconds)."""
-    box: dict = {}
-
-    def run():
-        started = time.monotonic()
-        try:
-            box["value"] = fn(*args)
-        except BaseException as e:  # re-raised in the test's thread
-            box["error"] = e
-        box["elapsed"] = time.monotonic() - started
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(seconds)
-    assert not thread.is_alive(), f"{fn} still running after {seconds} s"
-    if "error" in box:
-        raise box["error"]
-    return box["value"], box["elapsed"]
 
 
 def stored(db_url: str, user: str, href: str) -> list[tuple]:
