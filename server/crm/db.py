@@ -97,11 +97,29 @@ def make_engine(url: str, pool_size: int = 5) -> Engine:
     if is_sqlite(url):
         return _sqlite_engine(url)
     parsed = make_url(url)
-    connect_args = {}
+    connect_args: dict = {}
     if parsed.get_driver_name() in ("psycopg", "psycopg2"):   # libpq parameters
         connect_args = {k: v for k, v in PG_CONNECT_DEFAULTS.items() if k not in parsed.query}
-    return create_engine(url, pool_pre_ping=True, pool_size=pool_size, max_overflow=pool_size * 2,
-                         pool_recycle=1800, connect_args=connect_args)
+    if "prepare_threshold" in parsed.query and parsed.get_driver_name() == "psycopg":
+        connect_args["prepare_threshold"] = _prepare_threshold(parsed.query["prepare_threshold"])
+        parsed = parsed.difference_update_query(["prepare_threshold"])
+    return create_engine(parsed, pool_pre_ping=True, pool_size=pool_size,
+                         max_overflow=pool_size * 2, pool_recycle=1800,
+                         connect_args=connect_args)
+
+
+def _prepare_threshold(value) -> Optional[int]:
+    """``?prepare_threshold=none`` turns psycopg's server-side prepared statements off (for
+    pgbouncer before 1.21 in transaction mode); a number sets after how many executions a
+    statement is prepared. psycopg takes it as a Python value, not a libpq string."""
+    text = (value[-1] if isinstance(value, tuple) else value).strip().lower()
+    if text in ("none", "off", "no", ""):
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"prepare_threshold in the database URL must be a number or "
+                         f"'none', not {text!r}") from None
 
 
 _engines: dict[tuple[str, int], Engine] = {}
