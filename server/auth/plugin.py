@@ -168,6 +168,8 @@ class Auth(auth.BaseAuth):
                 return    # the same wrong password again: a stale device, not a guess
             if len(self._failed) >= _REPEATS_KEPT:
                 self._failed = {k: t for k, t in self._failed.items() if now - t < window}
+                if len(self._failed) >= _REPEATS_KEPT:   # a spray: forget, count repeats again
+                    self._failed.clear()
             self._failed[seen] = now
         keys = []
         if known and self._policy.account_limit > 0:
