@@ -49,6 +49,8 @@ class _RefusalsAreNotCrashes(logging.Filter):
     outage is not logged here at all: ``request_context.OutageLog`` reports it."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == "root" and _unknown_zone(record):
+            return False
         context = request_context.current()
         if context is None or record.levelno < logging.ERROR:
             return True
@@ -69,6 +71,25 @@ class _RefusalsAreNotCrashes(logging.Filter):
             return True
         # the traceback Radicale writes on the root logger right after
         return not (record.name == "root" and "Refused" in record.getMessage())
+
+
+_zones_seen: set = set()
+
+
+def _unknown_zone(record: logging.LogRecord) -> bool:
+    """vobject logs a TZID that names neither a VTIMEZONE of the object nor an Olson zone as
+    a bare ERROR on the root logger (``'Mars/Olympus'``), on every parse of such an object,
+    each REPORT included. Clients do send such TZIDs, and the object is served as sent: it
+    is said once per zone per process, at info."""
+    if not (record.levelno == logging.ERROR and type(record.msg).__name__ ==
+            "UnknownTimeZoneError"):
+        return False
+    zone = str(record.msg)
+    if zone not in _zones_seen and len(_zones_seen) < 1000:
+        _zones_seen.add(zone)
+        logger.info("Unknown time zone %s in a client's object (no VTIMEZONE for it and not "
+                    "an Olson name): served as sent", zone)
+    return True
 
 
 _refusal_filter = _RefusalsAreNotCrashes()
