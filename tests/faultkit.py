@@ -61,6 +61,42 @@ def _pg_bindir() -> str:
                               "/usr/lib/postgresql/*/bin or by pg_config")
 
 
+ORPHAN_PREFIX = "crm-faults-pg-"
+OWNER_FILE = "owner.pid"          # the test process that made the cluster
+
+
+def reap_orphans(prefix: list[str]) -> list[str]:
+    """Stop and remove clusters whose test process is gone: a pytest killed with SIGKILL
+    never ran ``destroy()`` and left its postmaster running. Returns the folders removed."""
+    removed = []
+    for folder in glob.glob(os.path.join(tempfile.gettempdir(), ORPHAN_PREFIX + "*")):
+        try:
+            with open(os.path.join(folder, OWNER_FILE)) as f:
+                owner = int(f.read().strip() or 0)
+        except (OSError, ValueError):
+            continue                       # not ours, or still being made
+        if owner and _alive(owner):
+            continue
+        data = os.path.join(folder, "data")
+        if os.path.exists(os.path.join(data, "postmaster.pid")):
+            subprocess.run([*prefix, os.path.join(_pg_bindir(), "pg_ctl"), "-D", data, "-m",
+                            "immediate", "-w", "-t", "30", "stop"],
+                           capture_output=True, timeout=40, cwd=folder)
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class PrivatePostgres:
     """A throw-away cluster on 127.0.0.1 and a free port, owned by this test run alone, so
     it can be stopped and crashed. initdb refuses to run as root: as root, the binaries run
@@ -81,9 +117,12 @@ class PrivatePostgres:
                 raise PostgresUnavailable("running as root, and initdb refuses root: needs "
                                           "the `postgres` OS user and runuser")
             self.prefix = [runuser, "-u", "postgres", "--"]
-        self.dir = tempfile.mkdtemp(prefix="crm-faults-pg-")
+        reap_orphans(self.prefix)
+        self.dir = tempfile.mkdtemp(prefix=ORPHAN_PREFIX)
         self.running = False
         try:
+            with open(os.path.join(self.dir, OWNER_FILE), "w") as f:
+                f.write(str(os.getpid()))
             os.chmod(self.dir, 0o700)
             if owner is not None:
                 os.chown(self.dir, owner.pw_uid, owner.pw_gid)

@@ -18,10 +18,14 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
+import subprocess
+import sys
 import threading
 import time
 import uuid
 
+import psycopg
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
@@ -30,9 +34,10 @@ from admin_cli.main import main as crm_admin
 from conftest import REQUIRE_PG, create_user, own_pg_database
 from crmkit import INTERNAL, thunderbird
 from davclient import LiveServer, http_request
-from faultkit import (Account, BlackHole, Endpoint, Gunicorn, Op, PostgresUnavailable, PrivatePostgres,
-                      Reader, Writer, check_invariants, db_check, kill9, migrate, send,
-                      stop_writers, sync, tally, unavailable_answer_problems)
+from faultkit import (OWNER_FILE, Account, BlackHole, Endpoint, Gunicorn, Op,
+                      PostgresUnavailable, PrivatePostgres, Reader, Writer, check_invariants,
+                      db_check, kill9, migrate, reap_orphans, send, stop_writers, sync, tally,
+                      unavailable_answer_problems)
 from server.crm import db
 
 pytestmark = pytest.mark.e2e
@@ -122,6 +127,25 @@ def private_pg():
         yield cluster
     finally:
         cluster.destroy()
+
+
+def test_a_cluster_left_by_a_killed_test_run_is_reaped(private_pg):
+    """pytest killed with SIGKILL leaves its private cluster running in /tmp; the next run
+    stops and removes it (its owner process is gone), and leaves a live run's alone."""
+    orphan = PrivatePostgres()
+    try:
+        dead = subprocess.Popen([sys.executable, "-c", "pass"])
+        dead.wait()
+        with open(os.path.join(orphan.dir, OWNER_FILE), "w") as f:
+            f.write(str(dead.pid))       # as if the test process that made it had died
+        removed = reap_orphans(orphan.prefix)
+        assert orphan.dir in removed and not os.path.exists(orphan.dir)
+        assert private_pg.dir not in removed and os.path.exists(private_pg.dir)
+        with pytest.raises(Exception):
+            psycopg.connect(f"host=127.0.0.1 port={orphan.port} user=postgres dbname=postgres",
+                            connect_timeout=2).close()
+    finally:
+        orphan.destroy()        # a no-op once reaped
 
 
 class PgStack:
