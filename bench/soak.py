@@ -663,13 +663,7 @@ class Gunicorn:
         return failures, warnings
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        compare.stop_process(self.process)
 
 
 def status_kb(pid: int, field_name: str) -> Optional[int]:

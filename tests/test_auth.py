@@ -11,6 +11,7 @@ import time
 import uuid
 
 import bcrypt
+import pytest
 from sqlalchemy.orm import Session
 from sqlalchemy import select
 
@@ -207,3 +208,11 @@ def test_the_audit_records_the_client_behind_a_trusted_proxy(db_url, make_user):
         with Session(db.shared_engine(db_url)) as s:
             [entry] = audit.entries(s, obj=f"{name}/calendar/{href}")
         assert entry.client == expected
+
+
+def test_bad_throttle_settings_and_unknown_users_are_refused_with_a_reason(db_url):
+    with pytest.raises(RuntimeError, match=r"\[auth\] trusted_proxies: 'not-an-ip' is not an "
+                                           r"address or network"):
+        throttled_app(db_url, trusted_proxies="127.0.0.1, not-an-ip")
+    out = Crm(db_url, None, None).cli("user", "unlock", "nobody-at-all", expect=1)
+    assert out.startswith("crm-admin: error: ") and out.count("\n") == 1
