@@ -40,6 +40,18 @@ class ItemData:
     range_start: int
     range_end: int
     klass: Optional[str] = None
+    occurrences: Optional[str] = None    # see DavItem.occurrences and occurs_in()
+
+    def occurs_in(self, start: int, end: int) -> Optional[bool]:
+        """Whether an occurrence overlaps [start, end) (RFC 4791 9.9), answered from the
+        occurrence index; None when this item's occurrences are not indexed."""
+        if self.occurrences is None:
+            return None
+        if not self.occurrences:
+            return self.range_start < end and self.range_end > start
+        bounds = self.occurrences.split()
+        return any(int(bounds[i]) < end and int(bounds[i + 1]) > start
+                   for i in range(0, len(bounds), 2))
 
 
 @dataclass(frozen=True)
@@ -88,7 +100,8 @@ COLLECTION_COLUMNS = (DavCollection.id, DavCollection.path, DavCollection.tag,
                       DavCollection.pruned_revision, DavCollection.modified_at)
 _ITEM_COLUMNS = (DavItem.href, DavItem.uid, DavItem.name, DavItem.component, DavItem.text,
                  DavItem.etag, DavItem.range_start, DavItem.range_end,
-                 DavItem.klass.label("klass"), DavItem.modified_at, DavItem.revision)
+                 DavItem.klass.label("klass"), DavItem.occurrences, DavItem.modified_at,
+                 DavItem.revision)
 
 
 def collection_from_row(row: Row, prefix: str = "") -> CollectionState:
@@ -140,7 +153,7 @@ _UPSERT_CHANGE = {name: _upsert_change(name) for name in ("postgresql", "sqlite"
 def _item(row: Row) -> StoredItem:
     return StoredItem(href=row.href, uid=row.uid or "", name=row.name, component=row.component,
                       text=row.text, etag=row.etag, range_start=row.range_start,
-                      range_end=row.range_end, klass=row.klass,
+                      range_end=row.range_end, klass=row.klass, occurrences=row.occurrences,
                       modified_at=_aware(row.modified_at), revision=row.revision)
 
 
@@ -346,6 +359,7 @@ def _item_row(collection_id: int, d: ItemData, revision: int, now: dt.datetime) 
     return {"collection_id": collection_id, "href": d.href, "uid": d.uid or None,
             "name": d.name, "component": d.component, "text": d.text, "etag": d.etag,
             "range_start": d.range_start, "range_end": d.range_end, "class": d.klass,
+            "occurrences": d.occurrences,
             "revision": revision, "modified_at": now}
 
 

@@ -103,8 +103,19 @@ class Collection(storage.BaseCollection):
         with self._storage.reading() as session:
             for chunk in chunks(dav.items_in_range(session, self._state.id, tag, start, end)):
                 for stored, item in zip(chunk, self.visible(session, chunk)):
-                    yield (item,
-                           simple and (start <= stored.range_start or stored.range_end <= end))
+                    if not simple or tag is None or \
+                            start <= stored.range_start or stored.range_end <= end:
+                        # Radicale's own test: an item starting or ending inside the range
+                        # has an occurrence in it.
+                        yield item, simple
+                        continue
+                    # A span around the range: a series may have no occurrence in it. The
+                    # index answers; an item without one is parsed and tested by Radicale.
+                    occurs = stored.occurs_in(start, end)
+                    if occurs is None:
+                        yield item, False
+                    elif occurs:
+                        yield item, True
 
     def has_uid(self, uid: str) -> bool:
         with self._storage.reading() as session:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from typing import Optional
 
 from radicale import item as radicale_item
+from radicale.item import filter as radicale_filter
 
 from server import request_context
 from server.crm import rawtext
@@ -45,7 +47,46 @@ def to_data(href: str, item: radicale_item.Item, text: Optional[str] = None,
     return ItemData(href=href, uid=item.uid or "", name=item.name,
                     component=item.component_name or "", text=text, etag=etag,
                     range_start=start, range_end=end,
-                    klass=klass if klass is not None else class_of(item))
+                    klass=klass if klass is not None else class_of(item),
+                    occurrences=occurrence_index(item))
+
+
+# Beyond this many occurrences a series is not indexed (its time-range REPORTs parse it).
+MAX_INDEXED_OCCURRENCES = 500
+_RECURRENCE = ("rrule", "rdate", "exdate", "exrule", "recurrence-id")
+
+
+def occurrence_index(item: radicale_item.Item) -> Optional[str]:
+    """``DavItem.occurrences`` for an item: each (start, end) Radicale's time-range filter
+    tests (``visit_time_ranges``, RFC 4791 9.9), rounded as its ``find_time_range`` rounds
+    the item's span. "" when the span is the only occurrence; None for an endless series,
+    one over ``MAX_INDEXED_OCCURRENCES``, or one the visitor cannot walk."""
+    tag = item.component_name
+    if item.name != "VCALENDAR" or not tag:
+        return ""
+    components = [c for c in item.vobject_item.getChildren() if c.name == tag]
+    if tag == "VEVENT" and len(components) == 1 and \
+            not any(name in components[0].contents for name in _RECURRENCE):
+        return ""
+    bounds: list[int] = []
+    endless = False
+
+    def occurrence(start, end, _is_recurrence: bool) -> bool:
+        nonlocal endless
+        bounds.extend((math.floor(start.timestamp()), math.ceil(end.timestamp())))
+        endless = len(bounds) > 2 * MAX_INDEXED_OCCURRENCES
+        return endless
+
+    def infinity(_start) -> bool:
+        nonlocal endless
+        endless = True
+        return True
+
+    try:
+        radicale_filter.visit_time_ranges(item.vobject_item, tag, occurrence, infinity)
+    except Exception:
+        return None
+    return None if endless else " ".join(map(str, bounds))
 
 
 def class_of(item: radicale_item.Item) -> Optional[str]:
