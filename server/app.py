@@ -30,7 +30,7 @@ from radicale import pathutils
 from radicale.app import Application
 from radicale.app import base as app_base
 
-from server import request_context
+from server import listing, request_context
 from server.crm import recurrence
 
 logger = logging.getLogger("radicale-crm")
@@ -145,6 +145,19 @@ class CrmApplication(Application):
                               head=context.method == "HEAD")
         start_response(captured["status"], captured["headers"])
         return answers
+
+    def do_PROPFIND(self, environ, base_prefix, path, user, user_groups, request_info):
+        def depth_zero(env):
+            return super(CrmApplication, self).do_PROPFIND(
+                env, base_prefix, path, user, user_groups, request_info)
+        return listing.propfind(self, environ, base_prefix, path, user, user_groups,
+                                request_info, depth_zero) or \
+            super().do_PROPFIND(environ, base_prefix, path, user, user_groups, request_info)
+
+    def do_REPORT(self, environ, base_prefix, path, user, user_groups, request_info):
+        return listing.sync_collection(self, environ, base_prefix, path, user, user_groups,
+                                       request_info) or \
+            super().do_REPORT(environ, base_prefix, path, user, user_groups, request_info)
 
     def _read_body(self, environ, context) -> Optional[tuple[int, str]]:
         try:

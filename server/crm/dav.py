@@ -313,6 +313,44 @@ def items_in_range(session: Session, collection_id: int, component: Optional[str
         yield _item(row)
 
 
+@dataclass(frozen=True)
+class ListedItem:
+    """What a listing of a collection says of an item: no text."""
+
+    href: str
+    name: str
+    component: str
+    etag: str
+    modified_at: dt.datetime
+
+
+_LISTING = select(DavItem.href, DavItem.name, DavItem.component, DavItem.etag,
+                  DavItem.modified_at).where(DavItem.collection_id == bindparam("cid"))
+_LISTING_ALL = _LISTING.order_by(DavItem.href).execution_options(yield_per=_CHUNK)
+_LISTING_OF = _LISTING.where(DavItem.href.in_(bindparam("hrefs", expanding=True)))
+
+
+def _listed(row: Row) -> ListedItem:
+    return ListedItem(row.href, row.name, row.component or "", row.etag,
+                      _aware(row.modified_at))
+
+
+def list_items(session: Session, collection_id: int) -> Iterator[ListedItem]:
+    """Every item of a collection, by href, without its text (PROPFIND depth 1, sync)."""
+    for row in run(session, _LISTING_ALL, {"cid": collection_id}):
+        yield _listed(row)
+
+
+def list_items_at(session: Session, collection_id: int, hrefs: Sequence[str]
+                  ) -> dict[str, ListedItem]:
+    found: dict[str, ListedItem] = {}
+    for i in range(0, len(hrefs), _CHUNK):
+        for row in run(session, _LISTING_OF, {"cid": collection_id,
+                                             "hrefs": list(hrefs[i:i + _CHUNK])}):
+            found[row.href] = _listed(row)
+    return found
+
+
 def item_hrefs(session: Session, collection_id: int) -> list[str]:
     return list(session.scalars(select(DavItem.href).where(DavItem.collection_id == collection_id)
                                 .order_by(DavItem.href)))

@@ -1,0 +1,166 @@
+"""Whole-collection listings (``server/listing.py``): PROPFIND depth 1 and sync-collection
+answered from the index give the same XML as Radicale's own code, which answers whatever
+the listing does not take."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from ical import event, sync_collection, vcard
+from server import listing
+from server.crm import dav as store
+from test_redaction import office  # noqa: F401  (fixture)
+
+NAMES = ["plain.ics", "a b.ics", "x&y.ics", "ü-visit.ics", "z~1.ics"]
+PROP_SETS = [["getetag"], ["getetag", "getcontenttype"], ["resourcetype", "getetag"],
+             ["getcontenttype", "getlastmodified", "resourcetype", "getetag"]]
+
+
+def propfind_body(props: list[str]) -> str:
+    return ('<?xml version="1.0" encoding="utf-8"?><D:propfind xmlns:D="DAV:"><D:prop>'
+            + "".join(f"<D:{p}/>" for p in props) + "</D:prop></D:propfind>")
+
+
+def sync_body(token: str, props: list[str]) -> str:
+    return sync_collection(token).replace("<D:getetag/>", "".join(f"<D:{p}/>" for p in props))
+
+
+def canonical(body: bytes) -> str:
+    return ET.canonicalize(body.decode("utf-8"), strip_text=False)
+
+
+@pytest.fixture
+def compare(monkeypatch):
+    """Send a request with the listing on, then with it off (Radicale answers): the same
+    status and XML; returns whether the listing answered the first."""
+    listed = [0]
+    for name in ("list_items", "list_items_at"):
+        original = getattr(store, name)
+
+        def counted(*args, _original=original, **kwargs):
+            listed[0] += 1
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(store, name, counted)
+
+    def run(client, method: str, path: str, body: str, headers: dict | None = None):
+        headers = {"Depth": "1", "Content-Type": "application/xml", **(headers or {})}
+        listed[0] = 0
+        fast = client.request(method, path, body, headers)
+        used = listed[0] > 0
+        with monkeypatch.context() as off:
+            off.setattr(listing, "propfind", lambda *a, **k: None)
+            off.setattr(listing, "sync_collection", lambda *a, **k: None)
+            slow = client.request(method, path, body, headers)
+        assert fast.status == slow.status, (fast.status, slow.status, slow.text)
+        assert fast.headers.get("content-type") == slow.headers.get("content-type")
+        if slow.status == 207:
+            assert canonical(fast.body) == canonical(slow.body)
+        else:
+            assert fast.body == slow.body
+        return used, fast
+
+    return run
+
+
+def fill(dav) -> tuple[str, str]:
+    cal, book = f"/{dav.user}/calendar/", f"/{dav.user}/book/"
+    for i, name in enumerate(NAMES):
+        assert dav.put(cal + name, event(f"u{i}", summary=f"Visit {i}")).status == 201
+    todo = event("todo").replace("VEVENT", "VTODO").replace("DTEND:", "DUE:")
+    assert dav.put(cal + "todo.ics", todo).status == 201
+    assert dav.request("MKCOL", book, """<?xml version="1.0" encoding="utf-8"?>
+<D:mkcol xmlns:D="DAV:" xmlns:CR="urn:ietf:params:xml:ns:carddav"><D:set><D:prop>
+<D:resourcetype><D:collection/><CR:addressbook/></D:resourcetype></D:prop></D:set></D:mkcol>""",
+                       {"Content-Type": "application/xml"}).status == 201
+    for i in range(3):
+        assert dav.put(book + f"c{i}.vcf", vcard(f"c{i}", email=f"c{i}@example.sk"),
+                       content_type="text/vcard").status == 201
+    return cal, book
+
+
+@pytest.mark.parametrize("props", PROP_SETS, ids="+".join)
+def test_propfind_depth_1_is_radicales_answer(dav, compare, props):
+    cal, book = fill(dav)
+    for path in (cal, book):
+        used, reply = compare(dav, "PROPFIND", path, propfind_body(props))
+        assert used and reply.status == 207
+        assert reply.text.count("<response>") == (len(NAMES) + 2 if path == cal else 4)
+    used, reply = compare(dav, "PROPFIND", cal, propfind_body(props),
+                          {"X-Script-Name": "/dav"})
+    assert used and f"/dav/{dav.user}/calendar/a%20b.ics" in reply.text
+
+
+@pytest.mark.parametrize("props", [["getetag"], ["getcontenttype", "getetag"]], ids="+".join)
+def test_sync_collection_is_radicales_answer(dav, compare, props):
+    cal, book = fill(dav)
+    tokens = {}
+    for path in (cal, book):
+        used, first = compare(dav, "REPORT", path, sync_body("", props))
+        assert used and first.text.count("<response>") == (len(NAMES) + 1 if path == cal else 3)
+        tokens[path] = ET.fromstring(first.body).findtext("{DAV:}sync-token")
+        used, same = compare(dav, "REPORT", path, sync_body(tokens[path], props))
+        assert used and "<response>" not in same.text
+    assert dav.put(cal + "new.ics", event("new")).status == 201
+    assert dav.put(cal + "a b.ics", event("u1", summary="changed")).status == 204
+    assert dav.delete(cal + "x&y.ics").status == 200
+    used, changes = compare(dav, "REPORT", cal, sync_body(tokens[cal], props))
+    assert used
+    statuses = {r.findtext("{DAV:}href"): r.findtext(".//{DAV:}status")
+                for r in ET.fromstring(changes.body).findall("{DAV:}response")}
+    assert statuses == {f"/{dav.user}/calendar/new.ics": "HTTP/1.1 200 OK",
+                        f"/{dav.user}/calendar/a%20b.ics": "HTTP/1.1 200 OK",
+                        f"/{dav.user}/calendar/x%26y.ics": "HTTP/1.1 404 Not Found"}
+
+
+@pytest.mark.parametrize("body", [
+    propfind_body(["getetag", "displayname"]),
+    propfind_body(["getetag", "getcontentlength"]),
+    "",                                                         # allprop
+    '<D:propfind xmlns:D="DAV:"><D:propname/></D:propfind>',
+], ids=["displayname", "getcontentlength", "allprop", "propname"])
+def test_other_propfinds_are_left_to_radicale(dav, compare, body):
+    cal, _ = fill(dav)
+    used, reply = compare(dav, "PROPFIND", cal, body)
+    assert not used and reply.status == 207
+
+
+def test_other_listings_are_left_to_radicale(dav, compare, make_user):
+    cal, _ = fill(dav)
+    # the home (no tag), depth 0, calendar-data in a sync, an invalid token, a stranger
+    assert not compare(dav, "PROPFIND", f"/{dav.user}/", propfind_body(["getetag"]))[0]
+    used, reply = compare(dav, "PROPFIND", cal, propfind_body(["getetag"]), {"Depth": "0"})
+    assert not used and reply.text.count("<response>") == 1
+    with_data = sync_body("", ["getetag"]).replace(
+        "<D:getetag/>", '<D:getetag/><C:calendar-data xmlns:C="urn:ietf:params:xml:ns:caldav"/>')
+    assert not compare(dav, "REPORT", cal, with_data)[0]
+    used, reply = compare(dav, "REPORT", cal, sync_body("http://radicale-crm/ns/sync/x-1",
+                                                        ["getetag"]))
+    assert not used and reply.status == 403 and "valid-sync-token" in reply.text
+    stranger = dav.as_user(*make_user())
+    for method, body in (("PROPFIND", propfind_body(["getetag"])),
+                         ("REPORT", sync_body("", ["getetag"]))):
+        used, reply = compare(stranger, method, cal, body)
+        assert not used and reply.status == 403
+
+
+def test_a_reader_of_redacted_copies_gets_radicales_answer(office, compare):  # noqa: F811
+    """Anyone but the owner and an admin may be shown redacted copies, each with its own
+    ETag (bob: summary, carol: busy, dave: read, but PRIVATE and CONFIDENTIAL items are
+    redacted for him): Radicale answers them. The owner's and the admin's come from the
+    listing."""
+    body = propfind_body(["getetag", "getcontenttype"])
+    etags = {}
+    for who in ("alice", "ada", "bob", "carol", "dave"):
+        used, reply = compare(getattr(office, who), "PROPFIND", office.cal, body)
+        assert used == (who in ("alice", "ada")), who
+        etags[who] = {r.findtext("{DAV:}href").rsplit("/", 1)[1]: r.findtext(".//{DAV:}getetag")
+                      for r in ET.fromstring(reply.body).findall("{DAV:}response")}
+    items = ("pub.ics", "priv.ics", "conf.ics")
+    assert [etags["ada"][i] for i in items] == [etags["alice"][i] for i in items]
+    assert etags["dave"]["pub.ics"] == etags["alice"]["pub.ics"]
+    for who in ("bob", "carol", "dave"):
+        for item in items[0 if who != "dave" else 1:]:
+            assert etags[who][item] != etags["alice"][item], (who, item)
