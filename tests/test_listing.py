@@ -11,9 +11,10 @@ import pytest
 from ical import event, sync_collection, vcard
 from server import listing
 from server.crm import dav as store
-from test_redaction import office  # noqa: F401  (fixture)
+import test_redaction
 
 NAMES = ["plain.ics", "a b.ics", "x&y.ics", "ü-visit.ics", "z~1.ics"]
+office = test_redaction.office     # the fixture: a calendar and its readers at every level
 PROP_SETS = [["getetag"], ["getetag", "getcontenttype"], ["resourcetype", "getetag"],
              ["getcontenttype", "getlastmodified", "resourcetype", "getetag"]]
 
@@ -146,7 +147,7 @@ def test_other_listings_are_left_to_radicale(dav, compare, make_user):
         assert not used and reply.status == 403
 
 
-def test_a_reader_of_redacted_copies_gets_radicales_answer(office, compare):  # noqa: F811
+def test_a_reader_of_redacted_copies_gets_radicales_answer(office, compare):
     """Anyone but the owner and an admin may be shown redacted copies, each with its own
     ETag (bob: summary, carol: busy, dave: read, but PRIVATE and CONFIDENTIAL items are
     redacted for him): Radicale answers them. The owner's and the admin's come from the
