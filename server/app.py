@@ -155,8 +155,8 @@ class CrmApplication(Application):
             super().do_PROPFIND(environ, base_prefix, path, user, user_groups, request_info)
 
     def do_REPORT(self, environ, base_prefix, path, user, user_groups, request_info):
-        return listing.sync_collection(self, environ, base_prefix, path, user, user_groups,
-                                       request_info) or \
+        return listing.report(self, environ, base_prefix, path, user, user_groups,
+                              request_info) or \
             super().do_REPORT(environ, base_prefix, path, user, user_groups, request_info)
 
     def _read_body(self, environ, context) -> Optional[tuple[int, str]]:

@@ -18,8 +18,12 @@ from server.storage import mapping
 
 UTC = dt.timezone.utc
 
-ZONE = """BEGIN:VTIMEZONE
-TZID:Europe/Bratislava
+# vobject keeps the first VTIMEZONE it parsed under a TZID for the whole process (stock
+# Radicale too), and other tests define Europe/Bratislava without summer time: a TZID of
+# this file's own keeps these rules.
+TZID = "Test/Occurrences-Bratislava"
+ZONE = f"""BEGIN:VTIMEZONE
+TZID:{TZID}
 BEGIN:STANDARD
 DTSTART:19701025T030000
 RRULE:FREQ=YEARLY;BYMONTH=10;BYDAY=-1SU
@@ -50,8 +54,8 @@ def series() -> dict[str, str]:
     return {
         "weekly.ics": event("weekly", "20250106T090000Z", "20250106T100000Z",
                             extra="RRULE:FREQ=WEEKLY;COUNT=20\n"),
-        "until.ics": calendar(vevent("until", "DTSTART;TZID=Europe/Bratislava:20250106T080000\n"
-                                     "DTEND;TZID=Europe/Bratislava:20250106T093000\n"
+        "until.ics": calendar(vevent("until", f"DTSTART;TZID={TZID}:20250106T080000\n"
+                                     f"DTEND;TZID={TZID}:20250106T093000\n"
                                      "RRULE:FREQ=WEEKLY;UNTIL=20250630T215959Z\n"), zone=True),
         "exdate.ics": event("exdate", "20250107T140000Z", "20250107T150000Z",
                             extra="RRULE:FREQ=WEEKLY;COUNT=10\nEXDATE:20250121T140000Z\n"),
@@ -130,7 +134,7 @@ def test_the_index_holds_each_occurrence(dav, db_url):
     assert len(exdate) == 9 and str(stamp("20250121T140000")) not in exdate
     moved = index["moved.ics"].split()[::2]
     assert str(stamp("20250124T160000")) in moved and str(stamp("20250123T100000")) not in moved
-    # Europe/Bratislava: 08:00 is 07:00Z in winter, 06:00Z in summer.
+    # Bratislava: 08:00 is 07:00Z in winter, 06:00Z in summer.
     until = index["until.ics"].split()[::2]
     assert str(stamp("20250106T070000")) in until and str(stamp("20250623T060000")) in until
 
