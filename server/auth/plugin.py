@@ -89,6 +89,14 @@ class Auth(auth.BaseAuth):
         if not username or not password:
             return "", set()
         address = self._client_address()
+        with db.read_once(self._engine) as connection:
+            facts = access.login_facts(connection, username, address)
+        if facts is not None and self._known(username, password, facts) and not (
+                self._policy.enabled and throttle.retry_after(
+                    self._policy, facts.account, facts.address) is not None):
+            return self._logged_in(username, facts)   # one statement, no transaction
+        # Anything else (a first or a wrong password, an unknown, disabled or throttled
+        # account) is decided, counted and logged in a transaction of its own.
         with Session(self._engine) as session:
             facts = access.login_facts(session, username, address)
             if facts is None:       # unknown account: only its address is throttled
@@ -103,9 +111,7 @@ class Auth(auth.BaseAuth):
             if facts.disabled:
                 users.passwords.dummy_verify()
                 return "", set()
-            cached = self._verified.get(username)
-            if not (cached and cached[0] == facts.password_hash and
-                    hmac.compare_digest(cached[1], self._digest(password))):
+            if not self._known(username, password, facts):
                 if not users.verify_password(session, username, password):
                     session.rollback()
                     self._count_failure(session, username, password, address, known=True)
@@ -115,6 +121,18 @@ class Auth(auth.BaseAuth):
                 with self._lock:
                     self._verified[username] = (fresh[0] if fresh else facts.password_hash,
                                                 self._digest(password))
+        return self._logged_in(username, facts)
+
+    def _known(self, username: str, password: str, facts: access.LoginFacts) -> bool:
+        """This password was verified against this hash before (by this process)."""
+        if facts.disabled:
+            return False
+        cached = self._verified.get(username)
+        return bool(cached and cached[0] == facts.password_hash and
+                    hmac.compare_digest(cached[1], self._digest(password)))
+
+    @staticmethod
+    def _logged_in(username: str, facts: access.LoginFacts) -> tuple[str, set]:
         if facts.home is not None:
             # Radicale looks the principal up next, on every request: no second query.
             request_context.memo()["home"] = facts.home

@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from typing import Iterable, Optional
 
-from sqlalchemy import bindparam, delete, or_, select
+from sqlalchemy import Connection, bindparam, delete, or_, select
 from sqlalchemy.orm import Session, aliased
 
 from server.crm import dav, throttle
@@ -66,13 +66,16 @@ class LoginFacts:
     address: Optional[throttle.Counter]   # ... and of the client's address
 
 
-def login_facts(session: Session, username: str, address: str = "") -> Optional[LoginFacts]:
+def login_facts(bind: Session | Connection, username: str, address: str = ""
+                ) -> Optional[LoginFacts]:
     """What a login needs in one query, or None for an unknown user: the password hash, the
     groups, the home collection Radicale looks up next on every request, and the throttle
-    counters of the account and of the client ``address``."""
-    rows = run(session, _LOGIN, {
-        "username": username, "account_key": throttle.account_key(username),
-        "address_key": throttle.address_key(address) if address else ""}).all()
+    counters of the account and of the client ``address``. ``bind`` is a session, or a
+    connection outside a transaction (``db.read_once``)."""
+    params = {"username": username, "account_key": throttle.account_key(username),
+              "address_key": throttle.address_key(address) if address else ""}
+    rows = (run(bind, _LOGIN, params) if isinstance(bind, Session)
+            else bind.execute(_LOGIN, params)).all()
     if not rows:
         return None
     first = rows[0]

@@ -157,6 +157,36 @@ def _item(row: Row) -> StoredItem:
                       modified_at=_aware(row.modified_at), revision=row.revision)
 
 
+# A collection and an item of it, in one statement: what every request on an item path
+# reads first (the item's path is also asked for as a collection, as Radicale does).
+_ITEM_FIELDS = ("href", "uid", "name", "component", "text", "etag", "range_start",
+                "range_end", "klass", "occurrences", "modified_at", "revision")
+_COLLECTIONS_AND_ITEM = (
+    select(*COLLECTION_COLUMNS, *[getattr(DavItem, f).label("item_" + f) for f in _ITEM_FIELDS])
+    .select_from(DavCollection)
+    .outerjoin(DavItem, and_(DavItem.collection_id == DavCollection.id,
+                             DavCollection.path == bindparam("parent"),
+                             DavItem.href == bindparam("href")))
+    .where(DavCollection.path.in_(bindparam("paths", expanding=True))))
+
+
+def get_collections_and_item(session: Session, path: str
+                             ) -> tuple[dict[str, CollectionState], Optional[StoredItem]]:
+    """The collections at an item's ``path`` and at its parent that exist, and the item
+    at ``path`` in its parent (or None), in one query."""
+    parent, _, href = path.rpartition("/")
+    found, item = {}, None
+    for row in run(session, _COLLECTIONS_AND_ITEM,
+                   {"paths": sorted({path, parent}), "parent": parent, "href": href}):
+        found[row.path] = collection_from_row(row)
+        if row.item_href is not None:
+            values = {f: getattr(row, "item_" + f) for f in _ITEM_FIELDS}
+            values.update(uid=values["uid"] or "",
+                          modified_at=_aware(values["modified_at"]))
+            item = StoredItem(**values)
+    return found, item
+
+
 # --- collections -------------------------------------------------------------------------
 
 def get_collection(session: Session, path: str, for_update: bool = False

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator, Optional
 
-from sqlalchemy import CursorResult, Engine, create_engine, event, select, text
+from sqlalchemy import Connection, CursorResult, Engine, create_engine, event, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -78,7 +78,8 @@ def _sqlite_engine(url: str) -> Engine:
         # Writers take the database write lock up front (BEGIN IMMEDIATE), so a
         # read-then-write request can never fail half-way on a lock upgrade.
         mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
-        conn.exec_driver_sql(f"BEGIN {mode}")
+        if mode:                                 # "" for read_once: no transaction
+            conn.exec_driver_sql(f"BEGIN {mode}")
 
     return engine
 
@@ -134,6 +135,19 @@ def shared_engine(url: str, pool_size: int = 5) -> Engine:
         if engine is None:
             engine = _engines[key] = make_engine(url, pool_size)
         return engine
+
+
+@contextmanager
+def read_once(engine: Engine) -> Iterator[Connection]:
+    """A connection for one read statement, outside any transaction: a single SELECT sees a
+    consistent snapshot by itself, and the BEGIN and ROLLBACK around it cost two round
+    trips on PostgreSQL (about half of a login's time) and two statements on SQLite."""
+    if engine.dialect.name == "sqlite":
+        options = {"sqlite_begin": ""}
+    else:
+        options = {"isolation_level": "AUTOCOMMIT"}
+    with engine.connect().execution_options(**options) as connection:
+        yield connection
 
 
 def is_outage(exc: BaseException) -> bool:

@@ -121,6 +121,7 @@ class Storage(storage.BaseStorage):
                         yield session
                 finally:
                     self.uow.info.pop("collections", None)   # they may have changed
+                    self.uow.info.pop("item", None)
                     request_context.memo().pop("home", None)
 
     @contextlib.contextmanager
@@ -171,7 +172,7 @@ class Storage(storage.BaseStorage):
                 parent_path, _, href = sane.rpartition("/")
                 parent = self._collection_at(session, parent_path) if parent_path else None
                 if parent is not None and parent.tag:
-                    stored = dav.get_item(session, parent.state.id, href)
+                    stored = self._item_at(session, parent, href)
                     item = parent.visible(session, [stored])[0] if stored else None
         if collection is None:
             if item is not None:
@@ -229,12 +230,23 @@ class Storage(storage.BaseStorage):
             home = request_context.memo().get("home")
             if home is not None and home.path == sane:
                 cache[sane] = home
+            elif sane.count("/") > 1 and sane.rpartition("/")[0] not in cache:
+                # An item's path: its collection and the item are asked for next, so all
+                # three are read at once.
+                parent = sane.rpartition("/")[0]
+                found, item = dav.get_collections_and_item(session, sane)
+                cache.update({sane: found.get(sane), parent: found.get(parent)})
+                self.uow.info["item"] = (sane, item)
             else:
-                # An item's path: its collection is asked for next, so read both at once.
-                wanted = [sane, sane.rpartition("/")[0]] if sane.count("/") > 1 else [sane]
-                found = dav.get_collections(session, [p for p in wanted if p not in cache])
-                cache.update({p: found.get(p) for p in wanted if p not in cache})
+                cache[sane] = dav.get_collections(session, [sane]).get(sane)
         return cache[sane]
+
+    def _item_at(self, session, parent: Collection, href: str) -> Optional[dav.StoredItem]:
+        """The item ``href`` of ``parent``: read with the collections when they were."""
+        path, item = self.uow.info.pop("item", (None, None))
+        if path == f"{parent.state.path}/{href}" and not parent.is_mirror:
+            return item
+        return dav.get_item(session, parent.state.id, href)
 
     # --- who is asking ---------------------------------------------------------------------
     def requester_subject(self, session) -> Optional[policy.Subject]:
