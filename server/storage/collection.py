@@ -103,11 +103,17 @@ class Collection(storage.BaseCollection):
         with self._storage.reading() as session:
             for chunk in chunks(dav.items_in_range(session, self._state.id, tag, start, end)):
                 for stored, item in zip(chunk, self.visible(session, chunk)):
-                    if not simple or tag is None or \
-                            start <= stored.range_start or stored.range_end <= end:
-                        # Radicale's own test: an item starting or ending inside the range
-                        # has an occurrence in it.
-                        yield item, simple
+                    if not simple or tag is None:
+                        # A filter the index does not decide (or a time-range on the
+                        # VCALENDAR itself): Radicale's own pre-filter answer, and its full
+                        # test for the rest.
+                        yield item, simple and (start <= stored.range_start
+                                                or stored.range_end <= end)
+                        continue
+                    if start <= stored.range_start or stored.range_end <= end:
+                        # An item starting or ending inside the range has an occurrence in
+                        # it (Radicale's own test).
+                        yield item, True
                         continue
                     # A span around the range: a series may have no occurrence in it. The
                     # index answers; an item without one is parsed and tested by Radicale.
