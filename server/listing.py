@@ -79,15 +79,17 @@ def propfind(app, environ: types.WSGIEnviron, base_prefix: str, path: str, user:
     props = [prop.tag for prop in request[0]]
     if not props or not set(props) <= _PROPFIND_PROPS:
         return None
-    listing = _Listing.of(app, path, user, user_groups)
-    if listing is None:
-        return None
-    answer = depth_zero({**environ, "HTTP_DEPTH": "0"})
-    status, headers, body = answer[:3]
-    end = body.rfind(b"</multistatus>") if status == client.MULTI_STATUS else -1
-    if end < 0:
-        return None           # not the answer this expects: Radicale answers Depth 1 itself
-    parts = [body[:end], *listing.responses(base_prefix, props, app._encoding), body[end:]]
+    with app._storage.acquire_lock("r", user):    # one snapshot, as Radicale answers
+        listing = _Listing.of(app, path, user, user_groups)
+        if listing is None:
+            return None
+        answer = depth_zero({**environ, "HTTP_DEPTH": "0"})
+        status, headers, body = answer[:3]
+        end = body.rfind(b"</multistatus>") if status == client.MULTI_STATUS else -1
+        if end < 0:
+            return None       # not the answer this expects: Radicale answers Depth 1 itself
+        parts = [body[:end], *listing.responses(base_prefix, props, app._encoding),
+                 body[end:]]
     return status, headers, b"".join(parts), answer[3]
 
 
@@ -109,34 +111,35 @@ def report(app, environ: types.WSGIEnviron, base_prefix: str, path: str, user: s
     filters = request.findall(f"{_C}filter") + request.findall(f"{_CR}filter")
     if filters and request.tag != f"{_C}calendar-query":
         return None
-    listing = _Listing.of(app, path, user, user_groups)
-    if listing is None or tag not in (None, listing.collection.tag):
-        return None
-    encoding, limit = app._encoding, app.configuration.get("reporting",
-                                                           "max_expand_occurrence")
-    head = ""
-    if request.tag == f"{_D}sync-collection":
-        old_token = (request.findtext(f"{_D}sync-token") or "").strip()
-        try:
-            token, names = listing.collection.sync(old_token)
-        except ValueError:
-            return None       # Radicale answers an invalid token (403 valid-sync-token)
-        head = "<sync-token>%s</sync-token>" % escape(token)
-        body = listing.changes(base_prefix, list(dict.fromkeys(names)), props, encoding) \
-            if old_token else listing.responses(base_prefix, props, encoding)
-    elif request.tag == f"{_C}calendar-query":
-        body = listing.query(base_prefix, filters, props, encoding, limit)
-    else:
-        names = listing.names(base_prefix, [h.text or "" for h in
-                                            request.findall(f"{_D}href")])
-        body = None if names is None else listing.fetch(base_prefix, names, props, encoding,
-                                                        limit)
-    if body is None:
-        return None
-    prefix, namespace = _PREFIXES.get(data, ("", "")) if data in props else ("", "")
-    declare = ' xmlns:%s="%s"' % (prefix, namespace[1:-1]) if prefix else ""
-    parts = [("<?xml version='1.0' encoding='%s'?>\n<multistatus xmlns=\"DAV:\"%s>%s"
-              % (encoding, declare, head)).encode(encoding), *body, b"</multistatus>"]
+    with app._storage.acquire_lock("r", user):    # one snapshot, as Radicale answers
+        listing = _Listing.of(app, path, user, user_groups)
+        if listing is None or tag not in (None, listing.collection.tag):
+            return None
+        encoding, limit = app._encoding, app.configuration.get("reporting",
+                                                               "max_expand_occurrence")
+        head = ""
+        if request.tag == f"{_D}sync-collection":
+            old_token = (request.findtext(f"{_D}sync-token") or "").strip()
+            try:
+                token, names = listing.collection.sync(old_token)
+            except ValueError:
+                return None       # Radicale answers an invalid token (403 valid-sync-token)
+            head = "<sync-token>%s</sync-token>" % escape(token)
+            body = listing.changes(base_prefix, list(dict.fromkeys(names)), props, encoding) \
+                if old_token else listing.responses(base_prefix, props, encoding)
+        elif request.tag == f"{_C}calendar-query":
+            body = listing.query(base_prefix, filters, props, encoding, limit)
+        else:
+            names = listing.names(base_prefix, [h.text or "" for h in
+                                                request.findall(f"{_D}href")])
+            body = None if names is None else listing.fetch(base_prefix, names, props, encoding,
+                                                            limit)
+        if body is None:
+            return None
+        prefix, namespace = _PREFIXES.get(data, ("", "")) if data in props else ("", "")
+        declare = ' xmlns:%s="%s"' % (prefix, namespace[1:-1]) if prefix else ""
+        parts = [("<?xml version='1.0' encoding='%s'?>\n<multistatus xmlns=\"DAV:\"%s>%s"
+                  % (encoding, declare, head)).encode(encoding), *body, b"</multistatus>"]
     request_info["status"] = client.MULTI_STATUS
     headers = {"Content-Type": "text/xml; charset=%s" % encoding}
     return client.MULTI_STATUS, headers, b"".join(parts), xmlutils.pretty_xml(request)
@@ -178,22 +181,20 @@ class _Listing:
     def responses(self, base_prefix: str, props: list[str], encoding: str
                   ) -> Iterable[bytes]:
         """Every item's response, in Radicale's order (by href), encoded in batches."""
-        with self.app._storage.acquire_lock("r", self.user):
-            with self.app._storage.reading() as session:
-                batch: list[str] = []
-                for item in dav.list_items(session, self.collection.id):
-                    batch.append(self._found(base_prefix, item, props, encoding))
-                    if len(batch) == _BATCH:
-                        yield "".join(batch).encode(encoding)
-                        batch = []
-                yield "".join(batch).encode(encoding)
+        with self.app._storage.reading() as session:
+            batch: list[str] = []
+            for item in dav.list_items(session, self.collection.id):
+                batch.append(self._found(base_prefix, item, props, encoding))
+                if len(batch) == _BATCH:
+                    yield "".join(batch).encode(encoding)
+                    batch = []
+            yield "".join(batch).encode(encoding)
 
     def changes(self, base_prefix: str, names: list[str], props: list[str],
                 encoding: str) -> list[bytes]:
         """Changed items' responses after deleted ones' 404s, as Radicale orders them."""
-        with self.app._storage.acquire_lock("r", self.user):
-            with self.app._storage.reading() as session:
-                found = dav.list_items_at(session, self.collection.id, names)
+        with self.app._storage.reading() as session:
+            found = dav.list_items_at(session, self.collection.id, names)
         return self._answer(base_prefix, names, found, props, encoding)
 
     def query(self, base_prefix: str, filters: list[ET.Element], props: list[str],
@@ -206,15 +207,14 @@ class _Listing:
         if not simple or tag is None:
             return None
         hits, undecided = [], []
-        with self.app._storage.acquire_lock("r", self.user):
-            with self.app._storage.reading() as session:
-                for stored in dav.items_in_range(session, self.collection.id, tag, start, end):
-                    occurs = True if start <= stored.range_start or stored.range_end <= end \
-                        else stored.occurs_in(start, end)
-                    if occurs is None:
-                        undecided.append(stored)
-                    if occurs is not False:
-                        hits.append(stored)
+        with self.app._storage.reading() as session:
+            for stored in dav.items_in_range(session, self.collection.id, tag, start, end):
+                occurs = True if start <= stored.range_start or stored.range_end <= end \
+                    else stored.occurs_in(start, end)
+                if occurs is None:
+                    undecided.append(stored)
+                if occurs is not False:
+                    hits.append(stored)
         for stored in undecided:
             item = mapping.to_radicale(stored, self.collection)
             try:
@@ -232,9 +232,8 @@ class _Listing:
     def fetch(self, base_prefix: str, names: list[str], props: list[str], encoding: str,
               limit: int) -> Optional[list[bytes]]:
         """A multiget: the named items' responses after the 404s of those not found."""
-        with self.app._storage.acquire_lock("r", self.user):
-            with self.app._storage.reading() as session:
-                found = dav.get_items(session, self.collection.id, names)
+        with self.app._storage.reading() as session:
+            found = dav.get_items(session, self.collection.id, names)
         if _too_many_vevents(list(found.values()), props, limit):
             return None
         return self._answer(base_prefix, names, found, props, encoding)
