@@ -92,14 +92,20 @@ def hits(dav, base: str, start: dt.datetime, end: dt.datetime, component="VEVENT
     return {href.rsplit("/", 1)[1] for href in responses(reply.body)}
 
 
-def index_of(db_url: str) -> dict[str, str | None]:
+def index_of(db_url: str, user: str) -> dict[str, str | None]:
     with db.shared_engine(db_url).connect() as conn:
-        return dict(conn.execute(text("SELECT href, occurrences FROM dav_items")).all())
+        return dict(conn.execute(text(
+            "SELECT i.href, i.occurrences FROM dav_items i JOIN dav_collections c "
+            "ON c.id = i.collection_id WHERE c.path = :path"),
+            {"path": f"{user}/calendar"}).all())
 
 
-def clear_index(db_url: str) -> None:
+def clear_index(db_url: str, user: str) -> None:
+    """The index as rows written before it have it (schema 0006)."""
     with db.shared_engine(db_url).begin() as conn:
-        conn.execute(text("UPDATE dav_items SET occurrences = NULL"))
+        conn.execute(text("UPDATE dav_items SET occurrences = NULL WHERE collection_id = "
+                          "(SELECT id FROM dav_collections WHERE path = :path)"),
+                     {"path": f"{user}/calendar"})
 
 
 @pytest.fixture
@@ -119,7 +125,7 @@ def parses(monkeypatch):
 def test_the_index_holds_each_occurrence(dav, db_url):
     base = f"/{dav.user}/calendar/"
     put_all(dav, base, series())
-    index = index_of(db_url)
+    index = index_of(db_url, dav.user)
 
     def stamp(text_: str) -> int:
         return int(dt.datetime.strptime(text_, "%Y%m%dT%H%M%S").replace(tzinfo=UTC).timestamp())
@@ -145,7 +151,7 @@ def test_over_the_limit_a_series_is_not_indexed(dav, db_url):
     put_all(dav, base, {
         "at.ics": event("at", extra=f"RRULE:FREQ=DAILY;COUNT={count}\n"),
         "over.ics": event("over", extra=f"RRULE:FREQ=DAILY;COUNT={count + 1}\n")})
-    index = index_of(db_url)
+    index = index_of(db_url, dav.user)
     assert len(index["at.ics"].split()) == 2 * count and index["over.ics"] is None
 
 
@@ -169,6 +175,29 @@ def test_a_spanning_series_is_answered_without_parsing_it(dav, parses):
     assert "exdate.ics" in hits(dav, base, dt.datetime(2025, 1, 28, tzinfo=UTC),
                                 dt.datetime(2025, 1, 29, tzinfo=UTC))
     assert parses[0] == 0
+
+
+def test_a_time_range_on_the_calendar_itself_tests_each_spanning_series(dav, db_url):
+    """A time-range directly under VCALENDAR names no component: the index does not decide
+    it, and a series spanning the range without an occurrence in it is no hit."""
+    base = f"/{dav.user}/calendar/"
+    put_all(dav, base, {k: v for k, v in series().items() if k != "endless.ics"})
+    query = """<?xml version="1.0" encoding="utf-8"?>
+<C:calendar-query xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav">
+  <D:prop><D:getetag/></D:prop>
+  <C:filter><C:comp-filter name="VCALENDAR">
+    <C:time-range start="20250116T000000Z" end="20250116T235900Z"/>
+  </C:comp-filter></C:filter>
+</C:calendar-query>"""
+
+    def answer() -> set[str]:
+        reply = dav.report(base, query)
+        assert reply.status == 207, reply.text
+        return {href.rsplit("/", 1)[1] for href in responses(reply.body)}
+
+    assert answer() == {"moved.ics", "long.ics"}
+    clear_index(db_url, dav.user)
+    assert answer() == {"moved.ics", "long.ics"}
 
 
 def test_an_endless_series_is_still_parsed_and_found(dav, parses):
@@ -202,7 +231,7 @@ def test_the_index_answers_as_radicale_parsing_does(dav, db_url, parses):
         ranges.append((start, start + dt.timedelta(minutes=rng.choice([1, 30, 600, 3000]))))
     indexed = [hits(dav, base, s, e) for s, e in ranges]
     parsed_with_index = parses[0]
-    clear_index(db_url)
+    clear_index(db_url, dav.user)
     parsed = [hits(dav, base, s, e) for s, e in ranges]
     assert indexed == parsed
     assert sum(map(len, indexed)) > 100               # the ranges do hit series
