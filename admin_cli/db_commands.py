@@ -6,6 +6,7 @@ import time
 
 from admin_cli import context
 from server.crm import schema
+from server.crm.errors import CrmError
 
 # at most this many lines per check: a broken database is named, not dumped
 SHOWN_PER_CHECK = 20
@@ -28,6 +29,13 @@ def register(nouns) -> None:
                        choices=("items", "sync", "visits", "cards", "audit"),
                        help="leave out one check (items re-parses every text: the slow one)")
     check.set_defaults(handler=cmd_check)
+    reindex = verbs.add_parser(
+        "reindex", help="index the occurrences of items stored before the index existed",
+        description="Fill the occurrence index of calendar objects stored before schema "
+                    "0007, so that time-range queries stop parsing them. In short "
+                    "transactions; safe on a live database; running it again does nothing "
+                    "more.")
+    reindex.set_defaults(handler=cmd_reindex)
 
 
 def cmd_upgrade(args, engine) -> int:
@@ -67,3 +75,28 @@ def cmd_check(args, engine) -> int:
         return 0
     print(f"FAILED: {len(report.violations)} violation(s) in {counts} ({took:.1f} s)")
     return 1
+
+
+def cmd_reindex(args, engine) -> int:
+    from server.storage import reindex   # imports Radicale: only this command needs it
+
+    with context.unit_of_work(engine):
+        pass                              # the schema is there (else: one line, exit 1)
+    current, head = schema.current(engine), schema.head()
+    if current != head:
+        raise CrmError(f"the schema is at {current}, not {head}: run `crm-admin db upgrade` "
+                       "first")
+    started = time.monotonic()
+    result = reindex.reindex(engine)
+    with context.unit_of_work(engine) as session:
+        context.record(session, "db.reindex", "dav_items",
+                       f"{result.indexed} indexed, {result.left} left")
+    print(f"ok: occurrences of {result.indexed} item(s) indexed; {result.left} left unindexed "
+          f"(endless or over {_limit()} occurrences, or unreadable: parsed when queried) "
+          f"({time.monotonic() - started:.1f} s)")
+    return 0
+
+
+def _limit() -> int:
+    from server.storage import mapping
+    return mapping.MAX_INDEXED_OCCURRENCES

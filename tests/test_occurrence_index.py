@@ -4,16 +4,19 @@ of the parsed object does (the same series with the index cleared is the referen
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import io
 import random
 
 import pytest
 from radicale.app import report as radicale_report
 from sqlalchemy import text
 
+from admin_cli.main import main
 from ical import crlf, event, time_range_query
 from xmlparse import responses
-from server.crm import db
+from server.crm import db, schema
 from server.storage import mapping
 
 UTC = dt.timezone.utc
@@ -236,3 +239,41 @@ def test_the_index_answers_as_radicale_parsing_does(dav, db_url, parses):
     assert indexed == parsed
     assert sum(map(len, indexed)) > 100               # the ranges do hit series
     assert parses[0] - parsed_with_index > 10 * parsed_with_index  # and the index spared parses
+
+
+def test_reindex_indexes_rows_older_than_the_index(dav, db_url, parses):
+    base = f"/{dav.user}/calendar/"
+    put_all(dav, base, series())
+    indexed = index_of(db_url, dav.user)
+    clear_index(db_url, dav.user)
+    day = dt.datetime(2025, 1, 16, tzinfo=UTC), dt.datetime(2025, 1, 16, 23, 59, tzinfo=UTC)
+    assert hits(dav, base, *day) == {"moved.ics", "long.ics"}
+    parsed_before = parses[0]
+    assert parsed_before > 5                         # unindexed spans are parsed
+
+    code, out = crm_admin(db_url, "db", "reindex")
+    assert code == 0 and out.startswith("ok: occurrences of ") and "left unindexed" in out
+    assert index_of(db_url, dav.user) == indexed     # what the PUTs stored, endless NULL
+    assert hits(dav, base, *day) == {"moved.ics", "long.ics"}
+    assert parses[0] - parsed_before == 1            # the endless series only
+    code, out = crm_admin(db_url, "db", "reindex")
+    assert code == 0 and out.startswith("ok: occurrences of 0 item(s) indexed")
+
+
+def crm_admin(db_url: str, *argv: str) -> tuple[int, str]:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+        code = main(["--db-url", db_url, *argv])
+    return code, out.getvalue()
+
+
+def test_reindex_on_a_schema_before_the_index_says_to_upgrade(tmp_path):
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = db.make_engine(url)
+    try:
+        schema.upgrade(engine, "0006")
+    finally:
+        engine.dispose()
+    code, out = crm_admin(url, "db", "reindex")
+    assert (code, out) == (1, f"crm-admin: error: the schema is at 0006, not {schema.head()}: "
+                              "run `crm-admin db upgrade` first\n")
