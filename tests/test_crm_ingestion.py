@@ -4,6 +4,8 @@ PUT over the real WSGI application, and what the CRM made of them read back thro
 
 from __future__ import annotations
 
+import datetime as dt
+
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -201,13 +203,17 @@ def test_endless_series_is_bounded_by_the_horizon(db_url, make_user):
         "crm_recurrence_horizon_days": "30"}))
     name, password = make_user()
     rep = Dav(app, name, password)
-    text = event("daily", start="20261101T090000Z", end="20261101T093000Z",
+    # A daily series that began ten days ago: its occurrences are stored from its start up
+    # to 30 days after today, about 40 (relative to the day the test runs: a fixed start
+    # date made this test fail a month after it was written).
+    first = dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=10)
+    text = event("daily", start=f"{first:%Y%m%d}T090000Z", end=f"{first:%Y%m%d}T093000Z",
                  extra="RRULE:FREQ=DAILY\nATTENDEE:mailto:x@client.example\n")
     assert rep.put(f"/{name}/calendar/d.ics", text).status == 201
     with Session(db.shared_engine(db_url)) as session:
         count = len(session.scalars(select(VisitOccurrence.id).join(
             Visit, Visit.id == VisitOccurrence.visit_id).where(Visit.uid == "daily")).all())
-    assert 30 <= count <= 62   # from 1 Nov up to 30 days after today (never unbounded)
+    assert 39 <= count <= 42   # 10 past days and 30 ahead, never unbounded
 
 
 # --- the visit follows the event -------------------------------------------------------------
