@@ -574,17 +574,20 @@ def _diff(got: set[str], expected: set[str]) -> str:
 # --- the server, its database and its memory ---------------------------------------------------
 
 @contextlib.contextmanager
-def pg_database(url: str) -> Iterator[tuple[str, str]]:
-    """A fresh database on that PostgreSQL server: (its URL, the server's version)."""
+def pg_database(url: str) -> Iterator[tuple[str, SimpleNamespace]]:
+    """A fresh database on that PostgreSQL server: its URL, and the server's version and
+    whether autovacuum is on (what compare.machine reports of a server)."""
     admin_url = make_url(url).set(drivername="postgresql")
     with psycopg.connect(admin_url.render_as_string(hide_password=False), autocommit=True,
                          connect_timeout=5) as admin:
-        version = admin.execute("SHOW server_version").fetchone()[0]
+        server = SimpleNamespace(
+            version=admin.execute("SHOW server_version").fetchone()[0],
+            autovacuum=admin.execute("SHOW autovacuum").fetchone()[0] == "on")
         name = "crm_soak_" + uuid.uuid4().hex[:10]
         admin.execute(f'CREATE DATABASE "{name}"')
         try:
             yield (admin_url.set(drivername="postgresql+psycopg", database=name)
-                   .render_as_string(hide_password=False), version)
+                   .render_as_string(hide_password=False), server)
         finally:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
@@ -1163,21 +1166,20 @@ def main(argv: Optional[list[str]] = None) -> None:
                                                  os.path.relpath(sys.argv[0], ROOT),
                                                  *(sys.argv[1:] if argv is None else argv)])
     workdir = tempfile.mkdtemp(prefix="soak-")
-    keep, version = False, None   # the work directory: kept only after a failed run
+    keep, server = False, None   # the work directory: kept only after a failed run
     try:
         with contextlib.ExitStack() as stack:
             if opts.database == "pg":
                 try:
-                    db_url, version = stack.enter_context(pg_database(pg_url))
+                    db_url, server = stack.enter_context(pg_database(pg_url))
                 except psycopg.OperationalError as e:
                     sys.exit(f"soak.py: PostgreSQL at {pg_url} does not answer "
                              f"({str(e).strip().splitlines()[0]}); no results written")
-                database = f"PostgreSQL {version}"
+                database = f"PostgreSQL {server.version}"
             else:
                 db_url = f"sqlite:///{workdir}/soak.db"
                 database = f"SQLite {__import__('sqlite3').sqlite_version}"
-            info = compare.machine(SimpleNamespace(version=version) if opts.database == "pg"
-                                   else None)
+            info = compare.machine(server)
             info["database"] = database
             try:
                 result = run(opts, db_url, workdir)
