@@ -79,7 +79,7 @@ def propfind(app, environ: types.WSGIEnviron, base_prefix: str, path: str, user:
     props = [prop.tag for prop in request[0]]
     if not props or not set(props) <= _PROPFIND_PROPS:
         return None
-    with app._storage.acquire_lock("r", user):    # one snapshot, as Radicale answers
+    with app._storage.acquire_lock("r", user):    # one transaction, as Radicale answers
         listing = _Listing.of(app, path, user, user_groups)
         if listing is None:
             return None
@@ -111,7 +111,7 @@ def report(app, environ: types.WSGIEnviron, base_prefix: str, path: str, user: s
     filters = request.findall(f"{_C}filter") + request.findall(f"{_CR}filter")
     if filters and request.tag != f"{_C}calendar-query":
         return None
-    with app._storage.acquire_lock("r", user):    # one snapshot, as Radicale answers
+    with app._storage.acquire_lock("r", user):    # one transaction, as Radicale answers
         listing = _Listing.of(app, path, user, user_groups)
         if listing is None or tag not in (None, listing.collection.tag):
             return None
@@ -157,24 +157,23 @@ class _Listing:
     @classmethod
     def of(cls, app, path: str, user: str, user_groups: set) -> Optional["_Listing"]:
         """Radicale's checks for the request (read access to the path and the collection)
-        and for each item of it (the rights of the item's collection include r or w)."""
+        and for each item of it (the rights of the item's collection include r or w).
+        Called inside the request's read lock."""
         access = Access(app._rights, user, user_groups, path)
         if not access.check("r"):
             return None
-        with app._storage.acquire_lock("r", user):
-            found = next(iter(app._storage.discover(path)), None)
-            if (not isinstance(found, Collection) or found.tag not in ("VCALENDAR",
-                                                                      "VADDRESSBOOK")
-                    or not (found.tag != "VCALENDAR" or found.view.full)
-                    or not access.check("r", found)):
-                return None
-            raw = app._rights.authorization(user, user_groups,
-                                            pathutils.unstrip_path(found.path, True))
-            if not rights.intersect(raw, "rw"):
-                return None
-            with app._storage.reading() as session:
-                if dav.child_collections(session, found.state.path):
-                    return None   # Radicale lists those too (no client makes them)
+        found = next(iter(app._storage.discover(path)), None)
+        if (not isinstance(found, Collection) or found.tag not in ("VCALENDAR", "VADDRESSBOOK")
+                or not (found.tag != "VCALENDAR" or found.view.full)
+                or not access.check("r", found)):
+            return None
+        raw = app._rights.authorization(user, user_groups,
+                                        pathutils.unstrip_path(found.path, True))
+        if not rights.intersect(raw, "rw"):
+            return None
+        with app._storage.reading() as session:
+            if dav.child_collections(session, found.state.path):
+                return None       # Radicale lists those too (no client makes them)
         return cls(app, found, user)
 
     # --- the four answers ----------------------------------------------------------------

@@ -102,7 +102,8 @@ class DavItem(Base):
     klass: Mapped[Optional[str]] = mapped_column("class", String(40))
     # Every occurrence of a recurring object as "start end start end ..." (UTC POSIX
     # seconds), "" when the time range is its only occurrence, NULL when not indexed (an
-    # endless or very long series, or a row older than the index): see dav.OCCURRENCES.
+    # endless or very long series, or a row older than the index): see
+    # mapping.occurrence_index and dav.ItemData.occurs_in.
     occurrences: Mapped[Optional[str]] = mapped_column(Text)
     revision: Mapped[bigint]
     modified_at: Mapped[timestamp] = mapped_column(default=utcnow)
