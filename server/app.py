@@ -8,6 +8,8 @@
 * Hostile input Radicale would crash or spin on is refused first, with 400 and a reason: an
   unknown charset, malformed Basic credentials, recurrence rules that never end their search
   (see ``server.crm.recurrence``); an item over ``max_resource_size`` gets 413, not 412.
+* A PUT of one object is prepared on the client's text, not on vobject's re-serialisation
+  of it (``server.put_prepare``).
 
 Used by ``crm-server`` (Radicale's own server loop) and by ``server.wsgi`` (gunicorn).
 """
@@ -30,10 +32,11 @@ from radicale import pathutils
 from radicale.app import Application
 from radicale.app import base as app_base
 
-from server import listing, request_context
+from server import listing, put_prepare, request_context
 from server.crm import recurrence
 
 logger = logging.getLogger("radicale-crm")
+put_prepare.install()   # a PUT's object is not re-serialised only to be thrown away
 
 RETRY_AFTER_SECONDS = 5
 _XML_METHODS = {"PROPFIND", "PROPPATCH", "REPORT", "MKCOL", "MKCALENDAR"}

@@ -187,6 +187,22 @@ def test_an_item_over_max_resource_size_is_413(db_url, make_user, snapshot):
     assert response.status == 412                  # a real precondition failure stays 412
 
 
+def test_max_resource_size_limits_the_text_stored_not_vobjects_rewrite(db_url, make_user):
+    # A client that does not fold lines: 78,000 bytes as sent, over 80,000 once vobject
+    # folds them at 75 octets with CRLF. What is stored is the text sent, and that fits.
+    app = CrmApplication(make_configuration(db_url, server={"max_content_length": "100000"}))
+    name, password = make_user()
+    dav = Dav(app, name, password)
+    assert dav.propfind(f"/{name}/").status == 207
+    body = event("unfolded", extra="DESCRIPTION:" + "x" * 78_000 + "\n")
+    assert 78_000 < len(body) < 80_000
+    response = dav.put(f"/{name}/calendar/unfolded.ics", body)
+    assert response.status == 201, response.text
+    stored = dav.get(f"/{name}/calendar/unfolded.ics")
+    assert stored.body == body.encode()
+    assert response.headers["etag"] == stored.headers["etag"]
+
+
 def attendees(n: int, domain_count: int = 50) -> str:
     return "".join(f"ATTENDEE;CN=Person {i};PARTSTAT=NEEDS-ACTION:mailto:p{i}@cust{i % domain_count}"
                    f".example\n" for i in range(n))

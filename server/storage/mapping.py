@@ -112,11 +112,11 @@ def client_text(item: radicale_item.Item) -> Optional[str]:
     context = request_context.current()
     if context is None or context.method != "PUT" or not context.raw_body:
         return None
-    text = _CONTROL.sub("", context.body_text)
-    uids = rawtext.object_uids(text)
-    if uids != {item.uid}:
-        return None
-    return text
+    key = ("client_text", item.uid)     # asked for when preparing and when storing
+    if key not in context.memo:
+        text = _CONTROL.sub("", context.body_text)
+        context.memo[key] = text if rawtext.object_uids(text) == {item.uid} else None
+    return context.memo[key]
 
 
 def imported_texts() -> dict[str, str]:
