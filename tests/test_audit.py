@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 
+from sqlalchemy import event as sa_event
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from admin_cli.main import main
+from crmkit import apple
 from ical import event
 from server.crm import audit, db
 
@@ -99,3 +101,56 @@ def test_verify_names_edited_and_deleted_records(capsys, dav, db_url):
         conn.execute(text("DELETE FROM audit_log WHERE id = :i"), {"i": ids[-1]})
     code, out, _ = run(capsys, db_url, "audit", "verify")
     assert code == 1 and f"TAMPERED: stream {stream}: the chain ends at" in out
+
+
+def test_deferred_records_are_appended_per_stream_and_dropped_with_a_failed_block(engine):
+    stream_a, stream_b = audit.dav_stream("deferred-a"), audit.dav_stream("deferred-b")
+
+    def note(name):
+        return audit.Note("test.note", name, actor="tester", summary=name)
+
+    def logged(session, stream):
+        return session.execute(text("SELECT object, seq FROM audit_log WHERE stream = :s "
+                                    "ORDER BY seq"), {"s": stream}).all()
+
+    with Session(engine) as session, session.begin():
+        with audit.deferring(session):
+            audit.record(session, stream_a, [note("a1")])
+            audit.record(session, stream_b, [note("b1")])
+            try:
+                with session.begin_nested(), audit.deferring(session):
+                    audit.record(session, stream_a, [note("lost")])
+                    raise RuntimeError("the change failed")
+            except RuntimeError:
+                pass
+            audit.record(session, stream_a, [note("a2")])
+            assert logged(session, stream_a) == []        # not yet: at the end, together
+        assert logged(session, stream_a) == [("a1", 1), ("a2", 2)]
+        assert logged(session, stream_b) == [("b1", 1)]
+        audit.record(session, stream_b, [note("b2")])     # outside a scope: at once
+        assert logged(session, stream_b) == [("b1", 1), ("b2", 2)]
+    with Session(engine) as session:
+        assert audit.verify(session)[1] == []
+
+
+def test_an_ingesting_put_appends_its_records_with_one_head_update(crm, db_url):
+    statements = []
+    engine = db.shared_engine(db_url)
+
+    def seen(conn, cursor, statement, *args):
+        statements.append(statement)
+
+    sa_event.listen(engine, "before_cursor_execute", seen)
+    try:
+        crm.put(crm.alice, "v.ics", apple("audit-v", "Visit at Acme", [
+            ("Jane Roe", "jane@acme.example"), ("John Doe", "john@acme.example")],
+            f"{crm.alice.user}@ourco.example"))
+    finally:
+        sa_event.remove(engine, "before_cursor_execute", seen)
+    log = records(db_url, crm.alice.user)
+    actions = [r[1] for r in log]
+    assert actions[-4:] == ["item.create", "contact.create", "contact.create", "visit.create"]
+    on_heads = [" ".join(s.split()[:1]) for s in statements if "audit_streams" in s]
+    assert on_heads == ["SELECT", "UPDATE"]       # the head locked and moved once, not twice
+    with Session(engine) as s:
+        assert audit.verify(s)[1] == []

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Optional, Sequence
 
@@ -103,6 +104,49 @@ def append_many(session: Session, stream: str, notes: Sequence[Note]) -> str:
     run(session, _INSERT_RECORDS, rows)
     run(session, _MOVE_HEAD, {"s": stream, "seq": seq, "head": prev})
     return prev
+
+
+_DEFERRED = "audit.deferred"
+
+
+def record(session: Session, stream: str, notes: Sequence[Note]) -> None:
+    """Append ``notes`` to ``stream``: now, or inside a ``deferring`` scope when it ends."""
+    pending = session.info.get(_DEFERRED)
+    if pending is None:
+        append_many(session, stream, notes)
+    else:
+        pending.extend((stream, note) for note in notes)
+
+
+@contextmanager
+def deferring(session: Session) -> Iterator[None]:
+    """Collect what ``record`` is given in this block and append it when the block ends,
+    one append per stream: a calendar PUT's own record and its CRM ingestion's records
+    then lock the stream head, insert and move the head once (three statements, not six,
+    and the head is held for less of the transaction). Call it inside the savepoint of the
+    change: if the block fails, its records are dropped, as its rows are. A nested scope
+    leaves the appending to the outermost one and drops only its own records on failure."""
+    outer = session.info.get(_DEFERRED)
+    if outer is not None:
+        mark = len(outer)
+        try:
+            yield
+        except BaseException:
+            del outer[mark:]
+            raise
+        return
+    pending: list[tuple[str, Note]] = []
+    session.info[_DEFERRED] = pending
+    try:
+        yield
+        by_stream: dict[str, list[Note]] = {}
+        for stream, note in pending:
+            by_stream.setdefault(stream, []).append(note)
+        del session.info[_DEFERRED]        # appends below run as they would outside
+        for stream, notes in by_stream.items():
+            append_many(session, stream, notes)
+    finally:
+        session.info.pop(_DEFERRED, None)
 
 
 @dataclass(frozen=True)

@@ -212,7 +212,7 @@ class Ingestion:
     def _audit(self, session: Session, owner: str, notes: list[audit.Note],
                actor: Optional[str], client: Optional[str]) -> None:
         if notes:
-            audit.append_many(session, audit.dav_stream(owner), [
+            audit.record(session, audit.dav_stream(owner), [
                 audit.Note(n.action, n.object, actor, client, n.before, n.after, n.summary)
                 for n in notes])
 

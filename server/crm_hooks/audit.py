@@ -41,8 +41,8 @@ class AuditHooks:
     def _append(self, owner_path: str, action: str, obj: str, actor: Optional[str],
                 session, before=None, after=None, summary: str = "") -> None:
         owner = owner_path.split("/", 1)[0]
-        audit.append(session, audit.dav_stream(owner), action, obj, actor=actor,
-                     client=_client(), before=before, after=after, summary=summary)
+        audit.record(session, audit.dav_stream(owner), [audit.Note(
+            action, obj, actor, _client(), before, after, summary)])
 
     def item_written(self, session, collection: CollectionState, new: StoredItem,
                      old: Optional[StoredItem], actor: Optional[str], parsed=None) -> None:

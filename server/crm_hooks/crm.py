@@ -7,6 +7,7 @@ from typing import Callable, Optional
 from sqlalchemy.exc import IntegrityError
 
 from server import request_context
+from server.crm import audit
 from server.crm.errors import AlreadyExists
 from server.crm.dav import CollectionState, StoredItem
 from server.crm.ingest import Ingestion
@@ -22,11 +23,11 @@ def _settled(session, call: Callable[[], None]) -> None:
     between our look-up and our insert). SQLite serialises writers, so this only
     happens on PostgreSQL, typically when one invitation reaches two reps' calendars at once."""
     try:
-        with session.begin_nested():
+        with session.begin_nested(), audit.deferring(session):
             call()
     except (IntegrityError, AlreadyExists):
         # AlreadyExists: the other transaction committed between our look-up and insert.
-        with session.begin_nested():
+        with session.begin_nested(), audit.deferring(session):
             call()
 
 

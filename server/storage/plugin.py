@@ -19,7 +19,7 @@ from sqlalchemy import inspect
 from sqlalchemy.exc import IntegrityError
 
 from server import request_context, vobject_tz
-from server.crm import access, dav, db
+from server.crm import access, audit, dav, db
 from server.crm.dav import CollectionState
 from server.crm.errors import AlreadyExists, CrmError, NotFound
 from server.crm.settings import OPTIONS as CRM_OPTIONS
@@ -113,11 +113,12 @@ class Storage(storage.BaseStorage):
 
     @contextlib.contextmanager
     def writing(self):
-        """A savepoint in the request's write transaction (or a transaction of its own)."""
+        """A savepoint in the request's write transaction (or a transaction of its own).
+        The audit records of the change are appended at its end, together."""
         with self._failures():
             with self.uow.begin(write=True) as session:
                 try:
-                    with session.begin_nested():
+                    with session.begin_nested(), audit.deferring(session):
                         yield session
                 finally:
                     self.uow.info.pop("collections", None)   # they may have changed
