@@ -5,6 +5,7 @@ it, plus what our indexes must never get wrong)."""
 
 from __future__ import annotations
 
+from sqlalchemy import event as sa_event
 from sqlalchemy import text
 
 from ical import (PROPFIND_CTAG, event, multiget, sync_collection, time_range_query, vcard)
@@ -29,6 +30,28 @@ def test_put_get_replace_delete(dav):
     assert dav.delete(path).status == 200
     assert dav.get(path).status == 404
     assert dav.delete(path).status == 404
+
+
+def test_a_put_reads_the_item_it_replaces_once(dav, db_url):
+    """The item at a PUT's path is read with its collection, under the write lock; the
+    write reuses that read (and still tells a replacement from a creation)."""
+    path = cal(dav) + "e1.ics"
+    assert dav.put(path, event("e1")).status == 201
+    statements = []
+
+    def seen(conn, cursor, statement, *args):
+        statements.append(" ".join(statement.split()))
+
+    engine = db.shared_engine(db_url)
+    sa_event.listen(engine, "before_cursor_execute", seen)
+    try:
+        replaced = dav.put(path, event("e1", summary="Moved"))
+    finally:
+        sa_event.remove(engine, "before_cursor_execute", seen)
+    assert replaced.status == 204
+    reads = [s for s in statements if s.startswith("SELECT") and "dav_items.text" in s]
+    assert len(reads) == 1 and "JOIN dav_items" in reads[0], reads
+    assert "SUMMARY:Moved" in dav.get(path).text
 
 
 def test_if_match_and_if_none_match(dav, snapshot):

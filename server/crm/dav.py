@@ -396,10 +396,14 @@ def has_uid(session: Session, collection_id: int, uid: str) -> bool:
     return run(session, _HAS_UID, {"cid": collection_id, "uid": uid}).first() is not None
 
 
-def put_item(session: Session, collection_id: int, data: ItemData
+def put_item(session: Session, collection_id: int, data: ItemData,
+             old: Optional[StoredItem] = None, old_known: bool = False
              ) -> tuple[StoredItem, Optional[StoredItem]]:
-    """Create or replace the item at ``data.href``. Returns (stored, replaced or None)."""
-    old = get_item(session, collection_id, data.href)
+    """Create or replace the item at ``data.href``. Returns (stored, replaced or None).
+    ``old_known``: the caller read the item at that href in this transaction, under the
+    write lock (``old``, None if there was none), so it is not read again."""
+    if not old_known:
+        old = get_item(session, collection_id, data.href)
     revision, now = _bump(session, collection_id)
     row = _item_row(collection_id, data, revision, now)
     run(session, _INSERT_ITEM if old is None else _UPDATE_ITEM,

@@ -147,8 +147,9 @@ class Collection(storage.BaseCollection):
         actor = self._storage.actor()
         with self._storage.writing() as session:
             self.check_seen_in_full(session, href, "overwrite")
+            known, old = self._storage.item_read(self._state.id, href)
             stored, old = self._storage.translate(
-                lambda: dav.put_item(session, self._state.id, data))
+                lambda: dav.put_item(session, self._state.id, data, old, known))
             self._storage.hooks.item_written(session, self._state, stored, old, actor,
                                              item.vobject_item)
             # The writer gets the ETag of the copy they will read back.

@@ -123,6 +123,7 @@ class Storage(storage.BaseStorage):
                 finally:
                     self.uow.info.pop("collections", None)   # they may have changed
                     self.uow.info.pop("item", None)
+                    self.uow.info.pop("items", None)
                     request_context.memo().pop("home", None)
 
     @contextlib.contextmanager
@@ -243,11 +244,20 @@ class Storage(storage.BaseStorage):
         return cache[sane]
 
     def _item_at(self, session, parent: Collection, href: str) -> Optional[dav.StoredItem]:
-        """The item ``href`` of ``parent``: read with the collections when they were."""
+        """The item ``href`` of ``parent``: read with the collections when they were. Kept
+        for this unit of work until a write: a PUT replacing it need not read it again."""
         path, item = self.uow.info.pop("item", (None, None))
-        if path == f"{parent.state.path}/{href}" and not parent.is_mirror:
-            return item
-        return dav.get_item(session, parent.state.id, href)
+        if path != f"{parent.state.path}/{href}" or parent.is_mirror:
+            item = dav.get_item(session, parent.state.id, href)
+        self.uow.info.setdefault("items", {})[(parent.state.id, href)] = item
+        return item
+
+    def item_read(self, collection_id: int, href: str) -> tuple[bool, Optional[dav.StoredItem]]:
+        """(True, the item or None) if this unit of work read the item at ``href`` and has
+        written nothing since; (False, None) if it did not read it."""
+        items = self.uow.info.get("items", {})
+        key = (collection_id, href)
+        return (True, items[key]) if key in items else (False, None)
 
     # --- who is asking ---------------------------------------------------------------------
     def requester_subject(self, session) -> Optional[policy.Subject]:
