@@ -158,15 +158,28 @@ def share(session: Session, customer: Customer, with_user: str, can_edit: bool) 
 
 # --- matching an event to a customer -----------------------------------------------------
 
+# Built once with bind parameters and run on the connection (``db.run``): built per call
+# with literal IN lists, each of these was compiled afresh on every ingesting PUT.
+_BY_NAMES = select(Customer.id, Customer.normalized_name, Customer.short_name).where(or_(
+    Customer.normalized_name.in_(bindparam("normalized", expanding=True)),
+    func.lower(Customer.short_name).in_(bindparam("lowered", expanding=True))))
+# The customers sharing the most words with the text first: common words ("networks",
+# "group") match hundreds of customers, and an arbitrary cut would drop the one named.
+_SHARING_WORDS = select(Customer.id, Customer.normalized_name, Customer.short_name).where(
+    Customer.id.in_(select(CustomerKey.customer_id)
+                    .where(CustomerKey.key.in_(bindparam("words", expanding=True)))
+                    .group_by(CustomerKey.customer_id)
+                    .order_by(func.count().desc(), CustomerKey.customer_id)
+                    .limit(_MAX_CANDIDATES)))
+
+
 def by_names(session: Session, names: Iterable[str]) -> dict[str, int]:
     """Customers named (name, normalised name or short name) by any of ``names``."""
     wanted = {n.strip(): normalize.company_name(n) for n in names if n and n.strip()}
     if not wanted:
         return {}
-    rows = session.execute(select(Customer.id, Customer.normalized_name, Customer.short_name)
-                           .where(or_(Customer.normalized_name.in_(set(wanted.values())),
-                                      func.lower(Customer.short_name).in_(
-                                          {n.lower() for n in wanted})))).all()
+    rows = run(session, _BY_NAMES, {"normalized": sorted(set(wanted.values())),
+                                    "lowered": sorted({n.lower() for n in wanted})}).all()
     out = {}
     for name, normalized in wanted.items():
         for row in rows:
@@ -204,13 +217,7 @@ def fuzzy(session: Session, texts: Sequence[str], settings: CrmSettings) -> Matc
     words = set().union(*(normalize.keys(t) for t in normalized)) if normalized else set()
     if not words:
         return NO_MATCH
-    # The customers sharing the most words with the text first: common words ("networks",
-    # "group") match hundreds of customers, and an arbitrary cut would drop the one named.
-    ids = select(CustomerKey.customer_id).where(CustomerKey.key.in_(words)) \
-        .group_by(CustomerKey.customer_id) \
-        .order_by(func.count().desc(), CustomerKey.customer_id).limit(_MAX_CANDIDATES)
-    rows = session.execute(select(Customer.id, Customer.normalized_name, Customer.short_name)
-                           .where(Customer.id.in_(ids))).all()
+    rows = run(session, _SHARING_WORDS, {"words": sorted(words)}).all()
     scored = []
     for row in rows:
         names = [row.normalized_name]
