@@ -13,7 +13,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator, Optional
 
-from sqlalchemy import Connection, CursorResult, Engine, create_engine, event, select, text
+from sqlalchemy import (Connection, CursorResult, Engine, bindparam, create_engine, event,
+                        select, text)
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -236,12 +237,23 @@ class UnitOfWork:
         if self.sqlite:
             return
         paths = sorted({p for p in paths if p})
-        if not paths:
-            return
-        from server.crm.models import DavCollection  # local: models import this module's types
+        if paths:
+            run(session, _lock_statement(), {"paths": paths}).all()
 
-        session.execute(select(DavCollection.id).where(DavCollection.path.in_(paths))
-                        .order_by(DavCollection.id).with_for_update())
+
+_LOCK: list = []
+
+
+def _lock_statement():
+    """``SELECT ... FOR UPDATE`` of the collections at ``paths``, in id order (no deadlock
+    between writers locking several), built once: every PostgreSQL write begins with it."""
+    if not _LOCK:
+        from server.crm.models import DavCollection  # local: models import this module
+
+        _LOCK.append(select(DavCollection.id)
+                     .where(DavCollection.path.in_(bindparam("paths", expanding=True)))
+                     .order_by(DavCollection.id).with_for_update())
+    return _LOCK[0]
 
 
 def run(session: Session, stmt, params=None) -> CursorResult:
