@@ -3,9 +3,13 @@ contacts and of suggested contacts, kept current as visits come in and as operat
 
 from __future__ import annotations
 
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
 from crmkit import apple, me, thunderbird
 from ical import sync_collection, vcard
 from xmlparse import responses, sync_token
+from server.crm import db
 
 ADDRESSBOOK_QUERY = """<?xml version="1.0" encoding="utf-8"?>
 <CR:addressbook-query xmlns:D="DAV:" xmlns:CR="urn:ietf:params:xml:ns:carddav">
@@ -177,3 +181,22 @@ def test_attendees_joining_or_leaving_a_shared_visit_reach_every_reps_suggestion
     for rep in (crm.alice, crm.bob):
         assert [t for t in cards_in(rep, "crm-suggested").values() if "Tom Free" in t] == []
         assert len(cards_in(rep, "crm-suggested")) == 1
+
+
+def test_new_and_known_contacts_met_at_one_visit_reach_the_book_in_one_change(crm):
+    """Ann is new; Tom is known (alice met him) but new to bob: one visit puts both cards in
+    bob's suggestions in one write, the book's revision moving once (twice before)."""
+    tom, ann = ("Tom Free", "tom@gmail.com"), ("Ann Free", "ann@gmail.com")
+    crm.put(crm.alice, "t.ics", thunderbird("sg-3", "Coffee", [tom], me(crm.alice)))
+
+    def revision():
+        with Session(db.shared_engine(crm.url)) as session:
+            return session.execute(text("SELECT revision FROM dav_collections WHERE path = :p"),
+                                   {"p": f"{crm.bob.user}/crm-suggested"}).scalar_one()
+
+    before = revision()
+    crm.put(crm.bob, "b.ics", thunderbird("sg-4", "Lunch", [tom, ann], me(crm.bob)))
+    names = sorted(t.split("FN:")[1].split("\r\n")[0]
+                   for t in cards_in(crm.bob, "crm-suggested").values())
+    assert names == ["Ann Free", "Tom Free"]
+    assert revision() == before + 1

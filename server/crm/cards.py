@@ -72,23 +72,26 @@ def ensure_books(session: Session, user: str) -> dict[str, dav.CollectionState]:
     return out
 
 
-def sync(session: Session, contact_ids: Iterable[int], *, refresh: bool = True) -> int:
+def sync(session: Session, contact_ids: Iterable[int], *, refresh: bool = True,
+         reconcile: Iterable[int] = ()) -> int:
     """Publish the contacts' cards where they belong and remove them elsewhere. Returns the
     number of cards written or removed.
 
     ``refresh``: the contacts' own data may have changed, so every card's text is compared.
     Without it only *where* the cards are is reconciled (after attendance changes), and a
-    contact already in exactly its books costs nothing more than the look-ups."""
-    ids = sorted(set(contact_ids))
+    contact already in exactly its books costs nothing more than the look-ups.
+    ``reconcile``: more contacts to reconcile that way in the same pass (one set of
+    look-ups and one write per book, not two)."""
+    refreshed = set(contact_ids) if refresh else set()
+    ids = sorted(set(contact_ids) | set(reconcile))
     if not ids:
         return 0
     rows = _contacts(session, ids)
     wanted = _wanted_books(session, ids, rows)
     placed = _placed(session, ids)
-    if not refresh:
-        ids = [c for c in ids if set(placed[c]) != wanted[c]]
-        if not ids:
-            return 0
+    ids = [c for c in ids if c in refreshed or set(placed[c]) != wanted[c]]
+    if not ids:
+        return 0
     texts = _cards(session, [rows[c] for c in ids if c in rows])
     for contact_id in ids:
         if contact_id not in texts:          # gone: its cards come down everywhere
@@ -142,22 +145,23 @@ def attendance_changed(session: Session, contact_ids: Iterable[int]) -> int:
     return sync(session, loose, refresh=False)
 
 
-def met(session: Session, contact_ids: Iterable[int], reps: Iterable[str]) -> int:
+def met(session: Session, contact_ids: Iterable[int], reps: Iterable[str],
+        created: Iterable[int] = ()) -> int:
     """These contacts attend a visit of these reps (newly placed, or they just joined it).
     That can only add the reps' Suggested books to where a loose contact's card belongs, so
     a card already in all of them is left alone; the others are reconciled. (Reconciling
     everyone read every visit each contact ever attended, on every PUT: a free-mail
-    contact seen often made every later PUT slower.)"""
+    contact seen often made every later PUT slower.) ``created``: contacts just made
+    (from this visit's attendees), whose cards are published in the same pass."""
     ids, books = set(contact_ids), sorted(f"{rep}/{SUGGESTED_BOOK}" for rep in set(reps))
-    if not ids:
-        return 0
-    loose = set(run(session, _LOOSE, {"ids": sorted(ids)}).scalars())
-    if not loose:
-        return 0
+    loose = set(run(session, _LOOSE, {"ids": sorted(ids)}).scalars()) if ids else set()
     present: dict[int, int] = defaultdict(int)
-    for contact_id in run(session, _IN_BOOKS, {"ids": sorted(loose), "paths": books}).scalars():
-        present[contact_id] += 1
-    return sync(session, [c for c in loose if present[c] < len(books)], refresh=False)
+    if loose:
+        for contact_id in run(session, _IN_BOOKS, {"ids": sorted(loose),
+                                                   "paths": books}).scalars():
+            present[contact_id] += 1
+    return sync(session, created,
+                reconcile=[c for c in loose if present[c] < len(books)])
 
 
 def remove(session: Session, contact_id: int) -> None:

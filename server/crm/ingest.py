@@ -114,14 +114,14 @@ class Ingestion:
         created = self._create_contacts(session, people, known, domains, actor, notes)
         attendance = [visits.Attendance(known[p.email], p.partstat, p.role) for p in people]
         outcome = visits.record(session, facts, collection_path, href, rep, match, attendance)
-        cards.sync(session, created)
         # A new placement (or a visit back from the trash) means this rep met everyone;
         # otherwise only who joined or left changes where loose contacts' cards belong.
+        # The new contacts' cards are published in the same pass.
         present = {a.contact_id for a in attendance}
         joined = present if outcome.placed else outcome.contacts_changed & present
         newly = joined - set(created)
-        if newly:
-            cards.met(session, newly, visits.reps_of(session, outcome.visit_id))
+        cards.met(session, newly, visits.reps_of(session, outcome.visit_id) if newly else (),
+                  created)
         cards.attendance_changed(session, outcome.contacts_changed - present)
         if outcome.action != "unchanged":
             notes.append(audit.Note(f"visit.{outcome.action}", f"crm:visit/{outcome.visit_id}",
