@@ -82,8 +82,9 @@ def sync(session: Session, contact_ids: Iterable[int], *, refresh: bool = True,
     contact already in exactly its books costs nothing more than the look-ups.
     ``reconcile``: more contacts to reconcile that way in the same pass (one set of
     look-ups and one write per book, not two)."""
-    refreshed = set(contact_ids) if refresh else set()
-    ids = sorted(set(contact_ids) | set(reconcile))
+    given = set(contact_ids)
+    refreshed = given if refresh else set()
+    ids = sorted(given | set(reconcile))
     if not ids:
         return 0
     rows = _contacts(session, ids)
