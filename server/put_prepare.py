@@ -54,7 +54,7 @@ def prepare(vobject_items, path, content_type, permission, parent_permission,
         text = mapping.client_text(item)
         if text is not None:
             item = radicale_item.Item(collection_path=collection_path,
-                                      vobject_item=vobject_item, text=text)
+                                      vobject_item=vobject_item, text=text, uid=item.uid)
         item.prepare()
         size = len(item.serialize())
         if size > max_resource_size:

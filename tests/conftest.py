@@ -12,7 +12,7 @@ import uuid
 from typing import Iterator, Optional
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
@@ -112,6 +112,22 @@ def engine(db_url):
 
 
 # --- users ---------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def statements_run(url: str) -> Iterator[list[str]]:
+    """The SQL statements the block sends to that database, whitespace collapsed."""
+    seen: list[str] = []
+    engine = db.shared_engine(url)
+
+    def record(conn, cursor, statement, *args):
+        seen.append(" ".join(statement.split()))
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
 
 def unique_name(prefix: str = "user") -> str:
     return f"{prefix}{os.getpid()}x{next(_counter)}{uuid.uuid4().hex[:4]}"

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import json
 
-from sqlalchemy import event as sa_event
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from admin_cli.main import main
-from conftest import unique_name
+from conftest import statements_run, unique_name
 from crmkit import apple
 from ical import event
 from server.crm import audit, db
@@ -135,24 +134,15 @@ def test_deferred_records_are_appended_per_stream_and_dropped_with_a_failed_bloc
 
 
 def test_an_ingesting_put_appends_its_records_with_one_head_update(crm, db_url):
-    statements = []
-    engine = db.shared_engine(db_url)
-
-    def seen(conn, cursor, statement, *args):
-        statements.append(statement)
-
-    sa_event.listen(engine, "before_cursor_execute", seen)
-    try:
+    with statements_run(db_url) as statements:
         crm.put(crm.alice, "v.ics", apple("audit-v", "Visit at Acme", [
             ("Jane Roe", "jane@acme.example"), ("John Doe", "john@acme.example")],
             f"{crm.alice.user}@ourco.example"))
-    finally:
-        sa_event.remove(engine, "before_cursor_execute", seen)
     log = records(db_url, crm.alice.user)
     stream = audit.dav_stream(crm.alice.user)
     actions = [r[1] for r in log]
     assert actions[-4:] == ["item.create", "contact.create", "contact.create", "visit.create"]
-    on_heads = [" ".join(s.split()[:1]) for s in statements if "audit_streams" in s]
+    on_heads = [s.split()[0] for s in statements if "audit_streams" in s]
     assert on_heads == ["SELECT", "UPDATE"]       # the head locked and moved once, not twice
-    with Session(engine) as s:
+    with Session(db.shared_engine(db_url)) as s:
         assert [p for p in audit.verify(s)[1] if p.stream == stream] == []

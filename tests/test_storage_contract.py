@@ -5,9 +5,9 @@ it, plus what our indexes must never get wrong)."""
 
 from __future__ import annotations
 
-from sqlalchemy import event as sa_event
 from sqlalchemy import text
 
+from conftest import statements_run
 from ical import (PROPFIND_CTAG, event, multiget, sync_collection, time_range_query, vcard)
 from xmlparse import prop, responses, sync_token
 from server.crm import db
@@ -37,17 +37,8 @@ def test_a_put_reads_the_item_it_replaces_once(dav, db_url):
     write reuses that read (and still tells a replacement from a creation)."""
     path = cal(dav) + "e1.ics"
     assert dav.put(path, event("e1")).status == 201
-    statements = []
-
-    def seen(conn, cursor, statement, *args):
-        statements.append(" ".join(statement.split()))
-
-    engine = db.shared_engine(db_url)
-    sa_event.listen(engine, "before_cursor_execute", seen)
-    try:
+    with statements_run(db_url) as statements:
         replaced = dav.put(path, event("e1", summary="Moved"))
-    finally:
-        sa_event.remove(engine, "before_cursor_execute", seen)
     assert replaced.status == 204
     reads = [s for s in statements if s.startswith("SELECT") and "dav_items.text" in s]
     assert len(reads) == 1 and "JOIN dav_items" in reads[0], reads

@@ -7,6 +7,7 @@ when it raises. Domain services receive the session and never commit.
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from contextlib import contextmanager
@@ -241,19 +242,15 @@ class UnitOfWork:
             run(session, _lock_statement(), {"paths": paths}).all()
 
 
-_LOCK: list = []
-
-
+@functools.cache
 def _lock_statement():
     """``SELECT ... FOR UPDATE`` of the collections at ``paths``, in id order (no deadlock
     between writers locking several), built once: every PostgreSQL write begins with it."""
-    if not _LOCK:
-        from server.crm.models import DavCollection  # local: models import this module
+    from server.crm.models import DavCollection  # local: models import this module
 
-        _LOCK.append(select(DavCollection.id)
-                     .where(DavCollection.path.in_(bindparam("paths", expanding=True)))
-                     .order_by(DavCollection.id).with_for_update())
-    return _LOCK[0]
+    return (select(DavCollection.id)
+            .where(DavCollection.path.in_(bindparam("paths", expanding=True)))
+            .order_by(DavCollection.id).with_for_update())
 
 
 def run(session: Session, stmt, params=None) -> CursorResult:
