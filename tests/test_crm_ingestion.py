@@ -5,7 +5,9 @@ PUT over the real WSGI application, and what the CRM made of them read back thro
 from __future__ import annotations
 
 import datetime as dt
+import re
 
+from hypothesis import example, given, settings, strategies as st
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -337,3 +339,16 @@ def test_fuzzy_match_finds_the_named_customer_among_hundreds_sharing_a_word(crm,
     visit = crm.visit("many-1")
     assert (visit["customer"], visit["match_method"]) == \
         ("Mapleridge Networks Holdings s.r.o.", "fuzzy")
+
+
+@settings(max_examples=3000, deadline=None)
+@example(name="a.a", text="ba.a.a")       # the first occurrence fails, an overlapping one fits
+@example(name="acme", text="acmeville acme_1 acme")
+@given(name=st.text(alphabet="ab_ 1.é中\u0301-", min_size=1, max_size=6),
+       text=st.text(alphabet="ab_ 1.é中\u0301-", max_size=24))
+def test_whole_word_search_finds_what_the_regex_found(name, text):
+    """The name-in-text check (a customer named in a SUMMARY) stopped compiling a regex per
+    customer name; it must answer as that regex did, at every word boundary."""
+    from server.crm.customers import _whole_words_in
+    expected = re.search(rf"(?<!\w){re.escape(name)}(?!\w)", text) is not None
+    assert _whole_words_in(name, text) == expected

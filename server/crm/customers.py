@@ -247,8 +247,27 @@ def _name_in_text(name: str, text: str) -> float:
     if len(name) < (3 if name.isascii() else 2):
         return 0.0  # too short to be found in free text
     if name.isascii():
-        if re.search(rf"(?<!\w){re.escape(name)}(?!\w)", text):
+        if _whole_words_in(name, text):
             return 100.0
     elif name in text:
         return 100.0
     return fuzz.partial_ratio(name, text) * 0.9
+
+
+def _whole_words_in(name: str, text: str) -> bool:
+    r"""``re.search(rf"(?<!\w){re.escape(name)}(?!\w)", text)`` without the regex: a pattern
+    per customer name overflowed ``re``'s cache of compiled patterns, and compiling them
+    was 5 % of a calendar PUT's ingestion at 20,000 customers. ``\w`` is what
+    ``str.isalnum()`` accepts, and the underscore."""
+    at = text.find(name)
+    while at != -1:
+        end = at + len(name)
+        if (at == 0 or not _word_char(text[at - 1])) and (
+                end == len(text) or not _word_char(text[end])):
+            return True
+        at = text.find(name, at + 1)
+    return False
+
+
+def _word_char(char: str) -> bool:
+    return char.isalnum() or char == "_"
