@@ -6,6 +6,7 @@ from __future__ import annotations
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from conftest import statements_run
 from crmkit import apple, me, thunderbird
 from ical import sync_collection, vcard
 from xmlparse import responses, sync_token
@@ -200,3 +201,32 @@ def test_new_and_known_contacts_met_at_one_visit_reach_the_book_in_one_change(cr
                    for t in cards_in(crm.bob, "crm-suggested").values())
     assert names == ["Ann Free", "Tom Free"]
     assert revision() == before + 1
+
+
+def test_cards_for_several_books_are_written_together(crm):
+    """Bob meets a customer's contact (the owner alice's book) and a free-mail person (his
+    suggestions): both books get their card and a revision each, and the cards are read,
+    inserted and logged in one statement each, not one per book."""
+    crm.customer("Kovo Trade s.r.o.", "--domain", "kovotrade.sk", "--owner", crm.alice.user)
+    books = [f"{crm.alice.user}/crm-contacts", f"{crm.bob.user}/crm-suggested"]
+
+    def revisions():
+        with Session(db.shared_engine(crm.url)) as session:
+            return [session.execute(text("SELECT revision FROM dav_collections "
+                                         "WHERE path = :p"), {"p": p}).scalar_one()
+                    for p in books]
+
+    before = revisions()
+    with statements_run(crm.url) as seen:
+        crm.put(crm.bob, "k.ics", apple("kv-1", "Stretnutie", [
+            ("Peter Kováč", "peter.kovac@kovotrade.sk"), ("Iva Nová", "iva.nova@gmail.com")],
+            me(crm.bob)))
+    assert revisions() == [before[0] + 1, before[1] + 1]
+    [card] = cards_in(crm.alice, "crm-contacts").values()
+    assert "FN:Peter Kováč" in card
+    [suggested] = cards_in(crm.bob, "crm-suggested").values()
+    assert "FN:Iva Nová" in suggested
+    # One item INSERT and one change-log upsert for the event, one of each for both cards.
+    assert sum(s.startswith("INSERT INTO dav_items ") for s in seen) == 2
+    assert sum(s.startswith("INSERT INTO dav_changes ") for s in seen) == 2
+    assert sum(s.startswith("UPDATE dav_collections SET revision") for s in seen) == 3

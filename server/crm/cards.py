@@ -102,15 +102,17 @@ def sync(session: Session, contact_ids: Iterable[int], *, refresh: bool = True,
         for path in wanted[contact_id]:
             by_book[path].append(contact_id)
     books = _books(session, set(by_book))
-    changes = 0
     links = []
-    for path, members in sorted(by_book.items()):
+    order = sorted(by_book)                    # the books' revisions are bumped in this order
+    current = dav.get_items_in(session, {books[path].id: [href_of(c) for c in by_book[path]]
+                                         for path in order})
+    batches: dict[int, list[dav.ItemData]] = {}
+    for path in order:
         state = books[path]
-        current = dav.get_items(session, state.id, [href_of(c) for c in members])
-        batch = []
-        for contact_id in members:
+        batch = batches[state.id] = []
+        for contact_id in by_book[path]:
             href, text = href_of(contact_id), texts[contact_id]
-            found = current.get(href)
+            found = current[state.id].get(href)
             if found is None or found.text != text:
                 batch.append(dav.ItemData(
                     href=href, uid=f"crm-contact-{contact_id}", name="VCARD", component="",
@@ -118,7 +120,7 @@ def sync(session: Session, contact_ids: Iterable[int], *, refresh: bool = True,
                     range_end=TIMESTAMP_MAX))
             if path not in placed[contact_id]:
                 links.append({"contact_id": contact_id, "collection_id": state.id})
-        changes += dav.put_items(session, state.id, batch, existing=current)
+    changes = dav.put_items_in(session, batches, current)
     if links:
         run(session, _INSERT_CARD_LINKS, links)
     for contact_id in ids:

@@ -125,6 +125,9 @@ _ITEM_AT = select(*_ITEM_COLUMNS).where(DavItem.collection_id == bindparam("cid"
                                         DavItem.href == bindparam("href"))
 _ITEMS_AT = select(*_ITEM_COLUMNS).where(DavItem.collection_id == bindparam("cid"),
                                          DavItem.href.in_(bindparam("hrefs", expanding=True)))
+_ITEMS_IN = select(DavItem.collection_id, *_ITEM_COLUMNS).where(
+    DavItem.collection_id.in_(bindparam("cids", expanding=True)),
+    DavItem.href.in_(bindparam("hrefs", expanding=True)))
 _HAS_UID = select(DavItem.id).where(DavItem.collection_id == bindparam("cid"),
                                     DavItem.uid == bindparam("uid")).limit(1)
 _INSERT_ITEM = insert(DavItem.__table__)
@@ -323,6 +326,21 @@ def get_items(session: Session, collection_id: int, hrefs: Iterable[str]) -> dic
     return found
 
 
+def get_items_in(session: Session, wanted: Mapping[int, Iterable[str]]
+                 ) -> dict[int, dict[str, StoredItem]]:
+    """``get_items`` for several collections at once (collection id → hrefs): one look-up
+    where the same cards are published in a few books."""
+    wanted = {cid: set(hrefs) for cid, hrefs in wanted.items()}
+    found: dict[int, dict[str, StoredItem]] = {cid: {} for cid in wanted}
+    every = sorted(set().union(*wanted.values()))
+    for i in range(0, len(every), _CHUNK):
+        for row in run(session, _ITEMS_IN, {"cids": sorted(wanted),
+                                            "hrefs": every[i:i + _CHUNK]}):
+            if row.href in wanted[row.collection_id]:
+                found[row.collection_id][row.href] = _item(row)
+    return found
+
+
 def iter_items(session: Session, collection_id: int) -> Iterator[StoredItem]:
     stmt = (select(*_ITEM_COLUMNS).where(DavItem.collection_id == collection_id)
             .order_by(DavItem.href).execution_options(yield_per=_CHUNK))
@@ -417,19 +435,36 @@ def put_items(session: Session, collection_id: int, items: Sequence[ItemData],
               existing: Iterable[str] = ()) -> int:
     """Write many items under one revision: inserted, or replaced where their href is in
     ``existing`` (the caller has read them). A whole-collection import, a batch of cards."""
-    if not items:
-        return 0
-    replace = set(existing)
-    revision, now = _bump(session, collection_id)
-    rows = [_item_row(collection_id, d, revision, now) for d in items]
-    new = [r for r in rows if r["href"] not in replace]
-    old = [_update_params(r) for r in rows if r["href"] in replace]
+    return put_items_in(session, {collection_id: items}, {collection_id: existing})
+
+
+def put_items_in(session: Session, batches: Mapping[int, Sequence[ItemData]],
+                 existing: Optional[Mapping[int, Iterable[str]]] = None) -> int:
+    """``put_items`` for several collections (collection id → items; ``existing``: collection
+    id → hrefs to replace), each under a revision of its own, bumped in the order given
+    (callers keep one order: those row locks are held to the commit). The rows of all
+    collections are written together: one INSERT, one UPDATE and one change-log upsert at
+    most, not one of each per collection."""
+    rows, hrefs = [], []
+    replace = set()
+    for collection_id, items in batches.items():
+        if not items:
+            continue
+        revision, now = _bump(session, collection_id)
+        rows += [_item_row(collection_id, d, revision, now) for d in items]
+        replace.update((collection_id, h) for h in (existing or {}).get(collection_id, ()))
+        hrefs.append((collection_id, [d.href for d in items], revision, now))
+    new = [r for r in rows if (r["collection_id"], r["href"]) not in replace]
+    old = [_update_params(r) for r in rows if (r["collection_id"], r["href"]) in replace]
     for i in range(0, len(new), _CHUNK):
         run(session, _INSERT_ITEM, new[i:i + _CHUNK])
     if old:
         run(session, _UPDATE_ITEM, old)
-    _record_changes(session, collection_id, [d.href for d in items], revision, False, now)
-    return len(items)
+    _record_changes_in(session, [
+        dict(collection_id=collection_id, href=h, revision=revision, deleted=False,
+             changed_at=now)
+        for collection_id, names, revision, now in hrefs for h in dict.fromkeys(names)])
+    return len(rows)
 
 
 def _item_row(collection_id: int, d: ItemData, revision: int, now: dt.datetime) -> dict:
@@ -542,9 +577,14 @@ def _record_change(session: Session, collection_id: int, href: str, revision: in
 def _record_changes(session: Session, collection_id: int, hrefs: Sequence[str], revision: int,
                     deleted: bool, now: dt.datetime) -> None:
     """Upsert the change log rows of ``hrefs`` (one statement, executemany for several)."""
+    _record_changes_in(session, [dict(collection_id=collection_id, href=h, revision=revision,
+                                      deleted=deleted, changed_at=now)
+                                 for h in dict.fromkeys(hrefs)])
+
+
+def _record_changes_in(session: Session, rows: Sequence[dict]) -> None:
+    """Upsert change log rows (of one collection or several; no (collection, href) twice)."""
     stmt = _UPSERT_CHANGE[session.get_bind().dialect.name]
-    rows = [dict(collection_id=collection_id, href=h, revision=revision, deleted=deleted,
-                 changed_at=now) for h in dict.fromkeys(hrefs)]
     for i in range(0, len(rows), _CHUNK):
         run(session, stmt, rows[i:i + _CHUNK])
 
