@@ -196,11 +196,16 @@ def test_new_and_known_contacts_met_at_one_visit_reach_the_book_in_one_change(cr
                                    {"p": f"{crm.bob.user}/crm-suggested"}).scalar_one()
 
     before = revision()
-    crm.put(crm.bob, "b.ics", thunderbird("sg-4", "Lunch", [tom, ann], me(crm.bob)))
+    with statements_run(crm.url) as seen:
+        crm.put(crm.bob, "b.ics", thunderbird("sg-4", "Lunch", [tom, ann], me(crm.bob)))
     names = sorted(t.split("FN:")[1].split("\r\n")[0]
                    for t in cards_in(crm.bob, "crm-suggested").values())
     assert names == ["Ann Free", "Tom Free"]
     assert revision() == before + 1
+    # A new visit's only rep is bob: not looked up. Whether Tom is loose and which of those
+    # books hold his card: one look-up.
+    assert not [s for s in seen if s.startswith("SELECT DISTINCT crm_visit_placements.rep")]
+    assert len([s for s in seen if "crm_contacts.customer_id IS NULL" in s]) == 1
 
 
 def test_cards_for_several_books_are_written_together(crm):

@@ -19,7 +19,7 @@ import re
 from collections import defaultdict
 from typing import Iterable, Optional
 
-from sqlalchemy import Row, bindparam, delete, insert, select
+from sqlalchemy import Row, and_, bindparam, delete, func, insert, select
 from sqlalchemy.orm import Session
 
 from server.crm import customers, dav
@@ -157,14 +157,11 @@ def met(session: Session, contact_ids: Iterable[int], reps: Iterable[str],
     contact seen often made every later PUT slower.) ``created``: contacts just made
     (from this visit's attendees), whose cards are published in the same pass."""
     ids, books = set(contact_ids), sorted(f"{rep}/{SUGGESTED_BOOK}" for rep in set(reps))
-    loose = set(run(session, _LOOSE, {"ids": sorted(ids)}).scalars()) if ids else set()
-    present: dict[int, int] = defaultdict(int)
-    if loose:
-        for contact_id in run(session, _IN_BOOKS, {"ids": sorted(loose),
-                                                   "paths": books}).scalars():
-            present[contact_id] += 1
+    # The loose ones among them, each with the number of those books holding its card.
+    present = dict(run(session, _LOOSE_IN_BOOKS, {"ids": sorted(ids), "paths": books}).all()
+                   ) if ids else {}
     return sync(session, created,
-                reconcile=[c for c in loose if present[c] < len(books)])
+                reconcile=[c for c, n in present.items() if n < len(books)])
 
 
 def remove(session: Session, contact_id: int) -> None:
@@ -195,10 +192,13 @@ _PLACED = (select(ContactCard.contact_id, DavCollection.path, ContactCard.collec
 _EMAILS = (select(ContactEmail.contact_id, ContactEmail.email)
            .where(ContactEmail.contact_id.in_(_IDS)).order_by(ContactEmail.id))
 _INSERT_CARD_LINKS = insert(ContactCard.__table__)
-_IN_BOOKS = (select(ContactCard.contact_id)
-             .join(DavCollection, DavCollection.id == ContactCard.collection_id)
-             .where(ContactCard.contact_id.in_(_IDS),
-                    DavCollection.path.in_(bindparam("paths", expanding=True))))
+_LOOSE_IN_BOOKS = (select(Contact.id, func.count(DavCollection.id))
+                   .outerjoin(ContactCard, ContactCard.contact_id == Contact.id)
+                   .outerjoin(DavCollection, and_(
+                       DavCollection.id == ContactCard.collection_id,
+                       DavCollection.path.in_(bindparam("paths", expanding=True))))
+                   .where(Contact.id.in_(_IDS), Contact.customer_id.is_(None))
+                   .group_by(Contact.id))
 _PHONES = (select(ContactPhone.contact_id, ContactPhone.phone)
            .where(ContactPhone.contact_id.in_(_IDS)).order_by(ContactPhone.id))
 

@@ -120,8 +120,8 @@ class Ingestion:
         present = {a.contact_id for a in attendance}
         joined = present if outcome.placed else outcome.contacts_changed & present
         newly = joined - set(created)
-        cards.met(session, newly, visits.reps_of(session, outcome.visit_id) if newly else (),
-                  created)
+        reps = (outcome.reps or visits.reps_of(session, outcome.visit_id)) if newly else ()
+        cards.met(session, newly, reps, created)
         cards.attendance_changed(session, outcome.contacts_changed - present)
         if outcome.action != "unchanged":
             notes.append(audit.Note(f"visit.{outcome.action}", f"crm:visit/{outcome.visit_id}",
