@@ -447,3 +447,39 @@ def test_kill_9_in_a_write_burst(backend, request, tmp_path):
         report(f"kill -9 on {backend}, unanswered writes", stats)
         assert not problems, f"{len(problems)} problems:\n" + "\n".join(problems[:30])
     assert_checked(url)
+
+
+@pytest.mark.postgresql
+def test_pooled_connections_are_pinged_when_idle_or_told_to_go(pg_server_url, monkeypatch):
+    """No ping (a round trip) for a connection back in the pool a moment ago; one idle past
+    ``PING_IDLE_SECONDS``, or one the server ended meanwhile (it sends an error and closes,
+    as a restart does), is pinged, and replaced when it is dead, with no failed request."""
+    engine = db.make_engine(pg_server_url, pool_size=1)
+    pings = []
+    real_ping = engine.dialect.do_ping
+    monkeypatch.setattr(engine.dialect, "do_ping", lambda c: pings.append(1) or real_ping(c))
+
+    def backend_pid() -> int:
+        with engine.connect() as conn:
+            return conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
+
+    def terminate(pid: int) -> None:
+        with psycopg.connect(pg_server_url.replace("+psycopg", ""), autocommit=True) as admin:
+            # Waits (up to 5 s) until the backend has exited: its goodbye is on our socket.
+            assert admin.execute("SELECT pg_terminate_backend(%s, 5000)", (pid,)).fetchone()[0]
+
+    try:
+        first = backend_pid()
+        assert [backend_pid() for _ in range(5)] == [first] * 5 and pings == []
+        time.sleep(db.PING_IDLE_SECONDS + 0.1)
+        assert backend_pid() == first and pings == [1]          # idle: pinged, alive
+        terminate(first)                    # well inside the window: found by its socket
+        second = backend_pid()
+        assert second != first and len(pings) == 2
+        terminate(second)
+        time.sleep(db.PING_IDLE_SECONDS + 0.1)
+        third = backend_pid()               # idle and ended: pinged, replaced
+        assert third not in (first, second) and len(pings) == 3
+        assert [backend_pid() for _ in range(3)] == [third] * 3 and len(pings) == 3
+    finally:
+        engine.dispose()
