@@ -182,7 +182,7 @@ def test_postgresql_stopped_and_restarted_while_clients_write(pg_stack, mode):
     a few seconds, PostgreSQL comes back: 503s meanwhile, recovery without restarting any
     server process, every acknowledged write whole, nothing half there. Then a restart with
     no traffic at all: idle pooled connections are stale, and the first writes must still
-    succeed (pre-ping)."""
+    succeed (the pooled connections are checked before use)."""
     cluster, url = pg_stack.cluster, pg_stack.url
     prefix = f"pg{mode[:3]}{uuid.uuid4().hex[:6]}"
     domain = f"{prefix}.example"
