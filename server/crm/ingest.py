@@ -120,7 +120,9 @@ class Ingestion:
         present = {a.contact_id for a in attendance}
         joined = present if outcome.placed else outcome.contacts_changed & present
         newly = joined - set(created)
-        reps = (outcome.reps or visits.reps_of(session, outcome.visit_id)) if newly else ()
+        # A visit just created has one placement, this one: its reps need no look-up.
+        reps = ((rep,) if outcome.action == "create"
+                else visits.reps_of(session, outcome.visit_id)) if newly else ()
         cards.met(session, newly, reps, created)
         cards.attendance_changed(session, outcome.contacts_changed - present)
         if outcome.action != "unchanged":

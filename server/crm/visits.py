@@ -33,7 +33,6 @@ class Outcome:
     changed: tuple[str, ...]    # names of the visit fields that changed
     contacts_changed: frozenset[int]
     placed: bool                # newly placed in this calendar (or for another rep)
-    reps: Optional[tuple[str, ...]] = None   # the visit's reps, when known without a look-up
 
 
 def placement(session: Session, collection_path: str, href: str) -> Optional[VisitPlacement]:
@@ -106,8 +105,7 @@ def record(session: Session, facts: EventFacts, collection_path: str, href: str,
         fields = {name: values[name] for name in changed if name in values}
         session.execute(update(_V).where(_V.c.id == visit_id).values(
             **fields, updated_at=now, **({"deleted_at": None} if action == "restore" else {})))
-    return Outcome(visit_id, action, tuple(changed), frozenset(contacts_changed), placed,
-                   (rep,) if fresh else None)     # a new visit: only this placement
+    return Outcome(visit_id, action, tuple(changed), frozenset(contacts_changed), placed)
 
 
 def _wanted(facts: EventFacts, match: Match, current) -> dict:
