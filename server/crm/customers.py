@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import Iterable, Optional, Sequence
+from typing import Iterable, Mapping, Optional, Sequence
 
 from rapidfuzz import fuzz
 from sqlalchemy import bindparam, delete, func, insert, or_, select
@@ -189,23 +189,25 @@ def by_names(session: Session, names: Iterable[str]) -> dict[str, int]:
     return out
 
 
-_BY_DOMAINS = select(CustomerDomain.domain, CustomerDomain.customer_id).where(
-    CustomerDomain.domain.in_(bindparam("domains", expanding=True)))
 _AUDIENCE = (select(Customer.id, Customer.owner, CustomerCollaborator.username)
              .outerjoin(CustomerCollaborator, CustomerCollaborator.customer_id == Customer.id)
              .where(Customer.id.in_(bindparam("ids", expanding=True))))
 
 
-def by_domains(session: Session, domains_: Iterable[str]) -> dict[str, int]:
-    """E-mail domain → customer, a subdomain matching its parent's customer."""
-    candidates = {d: normalize.domain_candidates(d) for d in set(domains_)}
-    every = {c for cs in candidates.values() for c in cs}
-    if not every:
-        return {}
-    owner = dict(run(session, _BY_DOMAINS, {"domains": sorted(every)}).all())
+def domains_to_look_up(domains: Iterable[str]) -> list[str]:
+    """The ``crm_customer_domains`` keys to read for these e-mail domains: each of them and
+    its parents (``eu.sales.acme.com`` → ... → ``acme.com``)."""
+    return sorted({c for d in domains for c in normalize.domain_candidates(d)})
+
+
+def owners_by_domain(domains: Iterable[str], found: Mapping[str, int]) -> dict[str, int]:
+    """E-mail domain → customer, given ``found`` (domain → customer) for the domains of
+    ``domains_to_look_up``: the nearest one wins, so a subdomain matches its parent's
+    customer unless it is a customer's domain itself. (The ingestion reads ``found`` in
+    the same statement as its other look-ups.)"""
     out = {}
-    for domain, chain in candidates.items():
-        hit = next((owner[c] for c in chain if c in owner), None)
+    for domain in set(domains):
+        hit = next((found[c] for c in normalize.domain_candidates(domain) if c in found), None)
         if hit is not None:
             out[domain] = hit
     return out
