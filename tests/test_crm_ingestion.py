@@ -270,6 +270,38 @@ def test_move_delete_restore_and_shared_uid(crm):
     assert crm.visit("m-1")["id"] == first["id"]
 
 
+def test_record_replaces_another_uid_at_the_href_and_takes_the_placement_back(crm, db_url):
+    """The two rarer turns of ``visits.record`` (clients cannot cause them over CalDAV, which
+    refuses another UID over an href): the href now holds another event, so the old visit
+    leaves it (to the trash); a placement whose rep is not the calendar's owner (an
+    operator's hand-over) is given back to the rep writing there."""
+    from server.crm import events, visits
+    from server.crm.customers import NO_MATCH
+    from server.crm.models import VisitPlacement
+
+    def record(session, uid, rep):
+        facts = events.facts(events.parse(event(uid)), dt.datetime(2030, 1, 1,
+                                                                   tzinfo=dt.timezone.utc), 100)
+        return visits.record(session, facts, f"{rep}/calendar", "x.ics", rep, NO_MATCH, [])
+
+    alice, bob = crm.alice.user, crm.bob.user
+    with Session(db.shared_engine(db_url)) as session, session.begin():
+        first = record(session, "rec-a", alice)
+        second = record(session, "rec-b", alice)
+        assert (first.action, second.action, second.placed) == ("create", "create", True)
+        [placement] = session.scalars(select(VisitPlacement)).all()
+        assert (placement.visit_id, placement.href) == (second.visit_id, "x.ics")
+        assert session.get(Visit, first.visit_id).deleted_at is not None
+        placement.rep = bob
+        session.flush()
+        again = record(session, "rec-b", alice)
+        assert (again.visit_id, again.action, again.changed, again.placed) == \
+            (second.visit_id, "update", ("reps",), True)
+        assert session.execute(select(VisitPlacement.id, VisitPlacement.rep)).all() == \
+            [(placement.id, alice)]
+        assert record(session, "rec-b", alice).action == "unchanged"
+
+
 def test_deleting_a_calendar_trashes_its_visits(crm):
     assert crm.alice.mkcalendar(f"/{crm.alice.user}/old/").status == 201
     reply = crm.alice.put(f"/{crm.alice.user}/old/x.ics",

@@ -8,7 +8,8 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
-from sqlalchemy import bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import (Integer, String, bindparam, delete, func, insert, literal_column, null,
+                        or_, select, union_all, update)
 from sqlalchemy.orm import Session
 
 from server.crm.customers import Match
@@ -44,10 +45,16 @@ _V, _P, _O, _A = (m.__table__ for m in (Visit, VisitPlacement, VisitOccurrence,
                                           VisitAttendance))
 _FIELDS = ("summary", "location", "start", "end", "status", "recurring")
 _TAG = ("customer_id", "match_method", "match_score")
-_PLACEMENT_AT = select(_P.c.id, _P.c.visit_id, _P.c.rep).where(
-    _P.c.collection_path == bindparam("path"), _P.c.href == bindparam("href"))
-_VISIT_BY_UID = select(_V.c.id, _V.c.deleted_at, *(_V.c[f] for f in _FIELDS + _TAG)).where(
-    _V.c.uid == bindparam("uid"))
+_VISIT_COLUMNS = (_V.c.id, _V.c.deleted_at, *(_V.c[f] for f in _FIELDS + _TAG))
+# What a write needs first, in one statement (one round trip on PostgreSQL, not two): the
+# placement at this href, with the visit it holds, and the visit of the event's UID.
+_HERE_AND_CURRENT = union_all(
+    select(literal_column("'here'").label("kind"), _P.c.id.label("placement_id"),
+           _P.c.rep, *_VISIT_COLUMNS)
+    .join_from(_P, _V, _V.c.id == _P.c.visit_id)
+    .where(_P.c.collection_path == bindparam("path"), _P.c.href == bindparam("href")),
+    select(literal_column("'uid'"), null().cast(Integer), null().cast(String),
+           *_VISIT_COLUMNS).where(_V.c.uid == bindparam("uid")))
 _INSERT_VISIT = insert(_V).returning(_V.c.id)
 _INSERT_PLACEMENT = insert(_P)
 _SET_REP = update(_P).where(_P.c.id == bindparam("pid")).values(rep=bindparam("new_rep"))
@@ -68,9 +75,10 @@ _SET_ATTENDANCE = update(_A).where(_A.c.visit_id == bindparam("vid"),
 def record(session: Session, facts: EventFacts, collection_path: str, href: str, rep: str,
            match: Match, attendance: Sequence[Attendance]) -> Outcome:
     """Create, update or restore the visit of ``facts.uid`` and place it here."""
-    here = run(session, _PLACEMENT_AT, {"path": collection_path, "href": href}).first()
-    current = run(session, _VISIT_BY_UID, {"uid": facts.uid}).first()
-    if here is not None and (current is None or here.visit_id != current.id):
+    rows = {row.kind: row for row in run(session, _HERE_AND_CURRENT, {
+        "path": collection_path, "href": href, "uid": facts.uid})}
+    here, current = rows.get("here"), rows.get("uid")
+    if here is not None and (current is None or here.id != current.id):
         unplace(session, collection_path, href)   # the href now holds another UID
         here = None
     now = utcnow()
@@ -91,7 +99,7 @@ def record(session: Session, facts: EventFacts, collection_path: str, href: str,
         if action == "update":
             changed.append("reps")
     elif here.rep != rep:
-        run(session, _SET_REP, {"pid": here.id, "new_rep": rep})
+        run(session, _SET_REP, {"pid": here.placement_id, "new_rep": rep})
         changed.append("reps")
     fresh = action == "create"
     if _set_occurrences(session, visit_id, facts, fresh):
