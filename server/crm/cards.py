@@ -19,7 +19,8 @@ import re
 from collections import defaultdict
 from typing import Iterable, Optional
 
-from sqlalchemy import Row, and_, bindparam, delete, func, insert, select
+from sqlalchemy import (Row, and_, bindparam, delete, func, insert, literal_column, select,
+                        union_all)
 from sqlalchemy.orm import Session
 
 from server.crm import customers, dav
@@ -189,8 +190,6 @@ _MET_BY = (select(VisitAttendance.contact_id, VisitPlacement.rep).distinct()
 _PLACED = (select(ContactCard.contact_id, DavCollection.path, ContactCard.collection_id)
            .join(DavCollection, DavCollection.id == ContactCard.collection_id)
            .where(ContactCard.contact_id.in_(_IDS)))
-_EMAILS = (select(ContactEmail.contact_id, ContactEmail.email)
-           .where(ContactEmail.contact_id.in_(_IDS)).order_by(ContactEmail.id))
 _INSERT_CARD_LINKS = insert(ContactCard.__table__)
 _LOOSE_IN_BOOKS = (select(Contact.id, func.count(DavCollection.id))
                    .outerjoin(ContactCard, ContactCard.contact_id == Contact.id)
@@ -199,8 +198,14 @@ _LOOSE_IN_BOOKS = (select(Contact.id, func.count(DavCollection.id))
                        DavCollection.path.in_(bindparam("paths", expanding=True))))
                    .where(Contact.id.in_(_IDS), Contact.customer_id.is_(None))
                    .group_by(Contact.id))
-_PHONES = (select(ContactPhone.contact_id, ContactPhone.phone)
-           .where(ContactPhone.contact_id.in_(_IDS)).order_by(ContactPhone.id))
+# The cards' e-mail addresses and phone numbers, each in the order they were added, in one
+# statement (one round trip on PostgreSQL, not two).
+_EMAILS_AND_PHONES = union_all(
+    select(ContactEmail.contact_id, literal_column("'email'").label("kind"),
+           ContactEmail.email.label("value"), ContactEmail.id)
+    .where(ContactEmail.contact_id.in_(_IDS)),
+    select(ContactPhone.contact_id, literal_column("'phone'"), ContactPhone.phone,
+           ContactPhone.id).where(ContactPhone.contact_id.in_(_IDS))).order_by("kind", "id")
 
 
 def _contacts(session: Session, ids: list[int]) -> dict[int, Row]:
@@ -247,10 +252,8 @@ def _cards(session: Session, rows: list[Row]) -> dict[int, str]:
     ids = [row.id for row in rows]
     emails, phones = defaultdict(list), defaultdict(list)
     if ids:
-        for contact_id, address in run(session, _EMAILS, {"ids": ids}):
-            emails[contact_id].append(address)
-        for contact_id, number in run(session, _PHONES, {"ids": ids}):
-            phones[contact_id].append(number)
+        for contact_id, kind, value, _ in run(session, _EMAILS_AND_PHONES, {"ids": ids}):
+            (emails if kind == "email" else phones)[contact_id].append(value)
     return {row.id: vcard(row.id, row.name, row.title, row.company, emails[row.id],
                           phones[row.id]) for row in rows}
 
