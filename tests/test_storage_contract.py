@@ -320,3 +320,30 @@ def test_collection_snapshot_follows_its_own_writes(app, dav):
         collection.delete("s.ics")
         after_delete = collection.etag
     assert after_delete not in (before, after_upload) and after_delete == fresh_etag()
+
+
+def test_collections_and_their_items_are_read_together(engine, monkeypatch):
+    """``dav.get_collections_and_items``: each collection gets only the hrefs asked of it
+    (an href wanted elsewhere is not taken from it), a missing collection is left out, and
+    more hrefs than one statement's share are read in chunks, the collections once."""
+    from sqlalchemy.orm import Session
+
+    from server.crm import dav
+
+    def item(href):
+        return dav.ItemData(href=href, uid=href, name="VCARD", component="", text=href,
+                            etag=f'"{href}"', range_start=0, range_end=1)
+
+    monkeypatch.setattr(dav, "_CHUNK", 2)
+    with Session(engine) as session, session.begin():
+        a, _ = dav.create_collection(session, "u/a", {"tag": "VADDRESSBOOK"})
+        b, _ = dav.create_collection(session, "u/b", {"tag": "VADDRESSBOOK"})
+        dav.put_items_in(session, {a.id: [item(h) for h in ("x", "y", "z")],
+                                   b.id: [item(h) for h in ("x", "w")]})
+        found, items = dav.get_collections_and_items(
+            session, {"u/a": ["x", "z", "v"], "u/b": ["w", "v"], "u/c": ["x"]})
+        assert {p: s.id for p, s in found.items()} == {"u/a": a.id, "u/b": b.id}
+        assert {p: {h: i.text for h, i in hs.items()} for p, hs in items.items()} == \
+            {"u/a": {"x": "x", "z": "z"}, "u/b": {"w": "w"}}
+        assert dav.get_collections_and_items(session, {"u/b": []}) == ({"u/b": found["u/b"]},
+                                                                      {"u/b": {}})

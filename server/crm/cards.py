@@ -102,18 +102,16 @@ def sync(session: Session, contact_ids: Iterable[int], *, refresh: bool = True,
     for contact_id in ids:
         for path in wanted[contact_id]:
             by_book[path].append(contact_id)
-    books = _books(session, set(by_book))
+    books, current = _books(session, {path: [href_of(c) for c in contact_ids]
+                                      for path, contact_ids in by_book.items()})
     links = []
-    order = sorted(by_book)                    # the books' revisions are bumped in this order
-    current = dav.get_items_in(session, {books[path].id: [href_of(c) for c in by_book[path]]
-                                         for path in order})
     batches: dict[int, list[dav.ItemData]] = {}
-    for path in order:
+    for path in sorted(by_book):               # the books' revisions are bumped in this order
         state = books[path]
         batch = batches[state.id] = []
         for contact_id in by_book[path]:
             href, text = href_of(contact_id), texts[contact_id]
-            found = current[state.id].get(href)
+            found = current[path].get(href)
             if found is None or found.text != text:
                 batch.append(dav.ItemData(
                     href=href, uid=f"crm-contact-{contact_id}", name="VCARD", component="",
@@ -121,7 +119,8 @@ def sync(session: Session, contact_ids: Iterable[int], *, refresh: bool = True,
                     range_end=TIMESTAMP_MAX))
             if path not in placed[contact_id]:
                 links.append({"contact_id": contact_id, "collection_id": state.id})
-    changes = dav.put_items_in(session, batches, current)
+    changes = dav.put_items_in(session, batches, {books[path].id: hrefs
+                                                  for path, hrefs in current.items()})
     if links:
         run(session, _INSERT_CARD_LINKS, links)
     for contact_id in ids:
@@ -239,13 +238,15 @@ def _placed(session: Session, ids: list[int]) -> dict[int, dict[str, int]]:
     return placed
 
 
-def _books(session: Session, paths: set[str]) -> dict[str, dav.CollectionState]:
-    """The CRM books at ``paths``, created (with their owner's other one) where missing."""
-    found = dav.get_collections(session, paths)
-    for user in sorted({p.split("/", 1)[0] for p in paths - set(found)}):
+def _books(session: Session, wanted: dict[str, list[str]]
+           ) -> tuple[dict[str, dav.CollectionState], dict[str, dict[str, dav.StoredItem]]]:
+    """The CRM books at the paths of ``wanted`` (path → card hrefs), created (with their
+    owner's other one) where missing, and the cards found at those hrefs in each."""
+    found, cards = dav.get_collections_and_items(session, wanted)
+    for user in sorted({p.split("/", 1)[0] for p in set(wanted) - set(found)}):
         found.update({f"{user}/{book}": state
                       for book, state in ensure_books(session, user).items()})
-    return found
+    return found, {path: cards.get(path, {}) for path in wanted}
 
 
 def _cards(session: Session, rows: list[Row]) -> dict[int, str]:

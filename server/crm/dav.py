@@ -125,9 +125,6 @@ _ITEM_AT = select(*_ITEM_COLUMNS).where(DavItem.collection_id == bindparam("cid"
                                         DavItem.href == bindparam("href"))
 _ITEMS_AT = select(*_ITEM_COLUMNS).where(DavItem.collection_id == bindparam("cid"),
                                          DavItem.href.in_(bindparam("hrefs", expanding=True)))
-_ITEMS_IN = select(DavItem.collection_id, *_ITEM_COLUMNS).where(
-    DavItem.collection_id.in_(bindparam("cids", expanding=True)),
-    DavItem.href.in_(bindparam("hrefs", expanding=True)))
 _HAS_UID = select(DavItem.id).where(DavItem.collection_id == bindparam("cid"),
                                     DavItem.uid == bindparam("uid")).limit(1)
 _INSERT_ITEM = insert(DavItem.__table__)
@@ -164,12 +161,18 @@ def _item(row: Row) -> StoredItem:
 # reads first (the item's path is also asked for as a collection, as Radicale does).
 _ITEM_FIELDS = ("href", "uid", "name", "component", "text", "etag", "range_start",
                 "range_end", "klass", "occurrences", "modified_at", "revision")
+_WITH_ITEM_COLUMNS = (*COLLECTION_COLUMNS,
+                      *[getattr(DavItem, f).label("item_" + f) for f in _ITEM_FIELDS])
 _COLLECTIONS_AND_ITEM = (
-    select(*COLLECTION_COLUMNS, *[getattr(DavItem, f).label("item_" + f) for f in _ITEM_FIELDS])
-    .select_from(DavCollection)
+    select(*_WITH_ITEM_COLUMNS).select_from(DavCollection)
     .outerjoin(DavItem, and_(DavItem.collection_id == DavCollection.id,
                              DavCollection.path == bindparam("parent"),
                              DavItem.href == bindparam("href")))
+    .where(DavCollection.path.in_(bindparam("paths", expanding=True))))
+_COLLECTIONS_AND_ITEMS = (
+    select(*_WITH_ITEM_COLUMNS).select_from(DavCollection)
+    .outerjoin(DavItem, and_(DavItem.collection_id == DavCollection.id,
+                             DavItem.href.in_(bindparam("hrefs", expanding=True))))
     .where(DavCollection.path.in_(bindparam("paths", expanding=True))))
 
 
@@ -183,11 +186,15 @@ def get_collections_and_item(session: Session, path: str
                    {"paths": sorted({path, parent}), "parent": parent, "href": href}):
         found[row.path] = collection_from_row(row)
         if row.item_href is not None:
-            values = {f: getattr(row, "item_" + f) for f in _ITEM_FIELDS}
-            values.update(uid=values["uid"] or "",
-                          modified_at=_aware(values["modified_at"]))
-            item = StoredItem(**values)
+            item = _item_of(row)
     return found, item
+
+
+def _item_of(row: Row) -> StoredItem:
+    """The item in a row of collection columns and ``item_<field>`` columns."""
+    values = {f: getattr(row, "item_" + f) for f in _ITEM_FIELDS}
+    values.update(uid=values["uid"] or "", modified_at=_aware(values["modified_at"]))
+    return StoredItem(**values)
 
 
 # --- collections -------------------------------------------------------------------------
@@ -326,19 +333,24 @@ def get_items(session: Session, collection_id: int, hrefs: Iterable[str]) -> dic
     return found
 
 
-def get_items_in(session: Session, wanted: Mapping[int, Iterable[str]]
-                 ) -> dict[int, dict[str, StoredItem]]:
-    """``get_items`` for several collections at once (collection id → hrefs): one look-up
-    where the same cards are published in a few books."""
-    wanted = {cid: set(hrefs) for cid, hrefs in wanted.items()}
-    found: dict[int, dict[str, StoredItem]] = {cid: {} for cid in wanted}
-    every = sorted(set().union(*wanted.values()))
-    for i in range(0, len(every), _CHUNK):
-        for row in run(session, _ITEMS_IN, {"cids": sorted(wanted),
-                                            "hrefs": every[i:i + _CHUNK]}):
-            if row.href in wanted[row.collection_id]:
-                found[row.collection_id][row.href] = _item(row)
-    return found
+def get_collections_and_items(session: Session, wanted: Mapping[str, Iterable[str]]
+                              ) -> tuple[dict[str, CollectionState],
+                                         dict[str, dict[str, StoredItem]]]:
+    """The collections at the paths of ``wanted`` (path → hrefs) that exist, and the items
+    found at those hrefs in each (path → href → item), in one query: where the same cards
+    are published in a few books, the books and their cards are read together."""
+    wanted = {path: set(hrefs) for path, hrefs in wanted.items()}
+    found: dict[str, CollectionState] = {}
+    items: dict[str, dict[str, StoredItem]] = {}
+    every = sorted(set().union(*wanted.values())) if wanted else []
+    for i in range(0, max(len(every), 1), _CHUNK):
+        for row in run(session, _COLLECTIONS_AND_ITEMS, {"paths": sorted(wanted),
+                                                         "hrefs": every[i:i + _CHUNK]}):
+            found.setdefault(row.path, collection_from_row(row))
+            here = items.setdefault(row.path, {})
+            if row.item_href is not None and row.item_href in wanted[row.path]:
+                here[row.item_href] = _item_of(row)
+    return found, items
 
 
 def iter_items(session: Session, collection_id: int) -> Iterator[StoredItem]:
