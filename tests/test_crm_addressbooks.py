@@ -81,6 +81,21 @@ def test_sharing_and_transfer_follow_the_customer(crm):
     assert len(cards_in(crm.bob, "crm-contacts")) == 1
 
 
+def test_a_customer_without_owner_publishes_its_contacts_once_it_has_one(crm):
+    crm.customer("Initech", "--domain", "initech.example")
+    crm.put(crm.alice, "i.ics", thunderbird("in-1", "Demo", [("Peter Gibbons",
+                                                              "peter@initech.example")],
+                                            me(crm.alice)))
+    assert crm.contact("peter@initech.example")["customer_id"] is not None
+    assert cards_in(crm.alice, "crm-contacts") == {} == cards_in(crm.alice, "crm-suggested")
+    with Session(db.shared_engine(crm.url)) as session:   # no book for a user "None"
+        assert session.execute(text("SELECT path FROM dav_collections WHERE owner = 'None'")
+                               ).all() == []
+    crm.cli("customer", "transfer", "Initech", "--to", crm.bob.user)
+    [card] = cards_in(crm.bob, "crm-contacts").values()
+    assert "FN:Peter Gibbons" in card
+
+
 def test_crm_books_are_read_only_to_clients(crm, snapshot):
     crm.customer("Initech", "--domain", "initech.example", "--owner", crm.alice.user)
     crm.put(crm.alice, "i.ics", thunderbird("ro-1", "Visit", [("Bill L", "bill@initech.example")],

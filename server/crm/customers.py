@@ -115,17 +115,6 @@ def collaborators(session: Session, customer_id: int) -> list[CustomerCollaborat
         CustomerCollaborator.customer_id == customer_id).order_by(CustomerCollaborator.username)))
 
 
-def audience(session: Session, customer_ids: Iterable[int]) -> dict[int, set[str]]:
-    """Users who see each customer's contacts: its owner and its collaborators."""
-    ids = set(customer_ids)
-    out: dict[int, set[str]] = {i: set() for i in ids}
-    if not ids:
-        return out
-    for cid, owner, collaborator in run(session, _AUDIENCE, {"ids": sorted(ids)}):
-        out[cid].update(u for u in (owner, collaborator) if u)
-    return out
-
-
 def transfer(session: Session, customer: Customer, to_user: str) -> Optional[str]:
     """Replace the owner; returns the previous one."""
     previous = customer.owner
@@ -187,11 +176,6 @@ def by_names(session: Session, names: Iterable[str]) -> dict[str, int]:
                     (row.short_name or "").lower() == name.lower():
                 out.setdefault(name, row.id)
     return out
-
-
-_AUDIENCE = (select(Customer.id, Customer.owner, CustomerCollaborator.username)
-             .outerjoin(CustomerCollaborator, CustomerCollaborator.customer_id == Customer.id)
-             .where(Customer.id.in_(bindparam("ids", expanding=True))))
 
 
 def domains_to_look_up(domains: Iterable[str]) -> list[str]:
