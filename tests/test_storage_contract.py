@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from sqlalchemy import text
 
-from conftest import statements_run
+from conftest import statements_run, unique_name
 from ical import (PROPFIND_CTAG, event, multiget, sync_collection, time_range_query, vcard)
 from xmlparse import prop, responses, sync_token
 from server.crm import db
@@ -335,15 +335,58 @@ def test_collections_and_their_items_are_read_together(engine, monkeypatch):
                             etag=f'"{href}"', range_start=0, range_end=1)
 
     monkeypatch.setattr(dav, "_CHUNK", 2)
+    user = unique_name()
+    pa, pb, pc = f"{user}/a", f"{user}/b", f"{user}/c"
     with Session(engine) as session, session.begin():
-        a, _ = dav.create_collection(session, "u/a", {"tag": "VADDRESSBOOK"})
-        b, _ = dav.create_collection(session, "u/b", {"tag": "VADDRESSBOOK"})
+        a, _ = dav.create_collection(session, pa, {"tag": "VADDRESSBOOK"})
+        b, _ = dav.create_collection(session, pb, {"tag": "VADDRESSBOOK"})
         dav.put_items_in(session, {a.id: [item(h) for h in ("x", "y", "z")],
                                    b.id: [item(h) for h in ("x", "w")]})
         found, items = dav.get_collections_and_items(
-            session, {"u/a": ["x", "z", "v"], "u/b": ["w", "v"], "u/c": ["x"]})
-        assert {p: s.id for p, s in found.items()} == {"u/a": a.id, "u/b": b.id}
+            session, {pa: ["x", "z", "v"], pb: ["w", "v"], pc: ["x"]})
+        assert {p: s.id for p, s in found.items()} == {pa: a.id, pb: b.id}
         assert {p: {h: i.text for h, i in hs.items()} for p, hs in items.items()} == \
-            {"u/a": {"x": "x", "z": "z"}, "u/b": {"w": "w"}}
-        assert dav.get_collections_and_items(session, {"u/b": []}) == ({"u/b": found["u/b"]},
-                                                                      {"u/b": {}})
+            {pa: {"x": "x", "z": "z"}, pb: {"w": "w"}}
+        assert dav.get_collections_and_items(session, {pb: []}) == ({pb: found[pb]}, {pb: {}})
+
+
+def test_item_look_ups_use_their_own_indexes_in_a_calendar_new_to_the_statistics(engine):
+    """A calendar filled since the last ANALYZE (an import) looks empty to the planner. Its
+    UID check and item look-up must still go through the unique (collection, uid) and
+    (collection, href) indexes: through the time-range index they filtered every item of
+    the calendar, on every PUT. The time-range index still serves time ranges."""
+    from sqlalchemy.orm import Session
+
+    from server.crm import dav
+
+    def items(prefix, n):
+        return [dav.ItemData(href=f"{prefix}{i}.ics", uid=f"{prefix}-{i}-0123456789abcdef",
+                             name="VCALENDAR", component="VEVENT", text="x", etag=f'"{i}"',
+                             range_start=1_000_000 + 3600 * i,
+                             range_end=1_000_000 + 3600 * i + 1800) for i in range(n)]
+
+    def plan(conn, sql):
+        if engine.dialect.name == "sqlite":
+            return " ".join(row[3] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql))
+        return " ".join(row[0] for row in conn.exec_driver_sql("EXPLAIN " + sql))
+
+    def literal(stmt, **params):
+        return str(stmt.params(**params).compile(engine, compile_kwargs={"literal_binds": True}))
+
+    with Session(engine) as session, session.begin():
+        known, _ = dav.create_collection(session, f"{unique_name()}/known", {"tag": "VCALENDAR"})
+        dav.put_items(session, known.id, items("k", 3000))
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.exec_driver_sql("ANALYZE dav_items" if engine.dialect.name != "sqlite"
+                             else "ANALYZE")
+    with Session(engine) as session, session.begin():
+        new, _ = dav.create_collection(session, f"{unique_name()}/new", {"tag": "VCALENDAR"})
+        dav.put_items(session, new.id, items("n", 500))
+    with engine.connect() as conn:
+        by_uid = plan(conn, literal(dav._HAS_UID, cid=new.id, uid="n-250-0123456789abcdef"))
+        by_href = plan(conn, literal(dav._ITEM_AT, cid=new.id, href="n250.ics"))
+        ranged = plan(conn, f"SELECT href FROM dav_items WHERE collection_id = {known.id} "
+                            f"AND range_start < 1036000 AND range_end > 1000000 ORDER BY href")
+    assert "time_range" not in by_uid and "uid" in by_uid, by_uid
+    assert "time_range" not in by_href, by_href
+    assert "ix_dav_items_time_range" in ranged, ranged
