@@ -172,7 +172,7 @@ class _Listing:
         if not rights.intersect(raw, "rw"):
             return None
         with app._storage.reading() as session:
-            if dav.child_collections(session, found.state.path):
+            if app._storage.has_children(session, found.state.path):
                 return None       # Radicale lists those too (no client makes them)
         return cls(app, found, user)
 
@@ -242,7 +242,7 @@ class _Listing:
         is not an item of this collection (Radicale answers that)."""
         names = []
         for href in hrefs:
-            path = pathutils.sanitize_path(unquote(urlparse(href).path))
+            path = _sanitized(unquote(urlparse(href).path))
             if not (path + "/").startswith(base_prefix + "/"):
                 return None
             path = path[len(base_prefix):]
@@ -290,6 +290,16 @@ class _Listing:
         return ("<response><href>%s</href><propstat><prop>%s</prop><status>%s</status>"
                 "</propstat></response>" % (self._href(base_prefix, item.href),
                                             "".join(values), _OK))
+
+
+def _sanitized(path: str) -> str:
+    """``pathutils.sanitize_path(path)``, which returns an absolute path without empty,
+    ``.`` or ``..`` segments as it is: such a path (every multiget href a client sends) is
+    not taken apart and joined again (a fifth of a multiget's time)."""
+    tail = path + "/"
+    if path.startswith("/") and "//" not in path and "/./" not in tail and "/../" not in tail:
+        return path
+    return pathutils.sanitize_path(path)
 
 
 def _too_many_vevents(items: list, props: list[str], limit: int) -> bool:

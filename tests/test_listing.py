@@ -8,6 +8,7 @@ import xml.etree.ElementTree as ET
 from urllib.parse import quote
 
 import pytest
+from hypothesis import example, given, settings, strategies as st
 
 from davclient import Dav, make_configuration
 from ical import event, multiget, sync_collection, vcard
@@ -278,3 +279,38 @@ def test_other_multigets_are_left_to_radicale(dav, compare, db_url):
     used, reply = compare(strict, "REPORT", cal, multiget([cal + n for n in NAMES[:2]]),
                           ordered=False)
     assert used and reply.status == 207
+
+
+def test_a_calendar_holding_a_collection_is_left_to_radicale(dav, compare, db_url):
+    """No client makes a collection inside a calendar, but the store can hold one (an
+    import, an older server): Radicale lists it too, so the listings leave those calendars
+    to Radicale. Whether there is one is read with the calendar itself, not again."""
+    from sqlalchemy.orm import Session
+
+    from conftest import statements_run
+    from server.crm import dav as store, db
+
+    cal, _ = fill(dav)
+    body = multiget([cal + n for n in NAMES[:2]])
+    used, reply = compare(dav, "REPORT", cal, body, ordered=False)
+    assert used and reply.text.count("<response>") == 2
+    with statements_run(db_url) as seen:
+        reply = dav.request("REPORT", cal, body, {"Depth": "1",
+                                                  "Content-Type": "application/xml"})
+    assert reply.status == 207
+    assert not any("parent_path" in s and "EXISTS" not in s for s in seen), seen
+    with Session(db.shared_engine(db_url)) as session, session.begin():
+        store.create_collection(session, cal.strip("/") + "/inner", {})
+    for method, request in (("REPORT", body), ("REPORT", sync_collection()),
+                            ("PROPFIND", propfind_body(["getetag"]))):
+        used, reply = compare(dav, method, cal, request, ordered=False)
+        assert not used and reply.status == 207, (method, reply.status)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(alphabet="/.a~% ", max_size=14))
+@example("/a b/c.ics")
+@example("/a/./")
+def test_multiget_hrefs_are_sanitised_as_radicale_does(path):
+    from radicale import pathutils
+    assert listing._sanitized(path) == pathutils.sanitize_path(path)

@@ -15,9 +15,10 @@ import uuid
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Mapping, Optional, Sequence
 
-from sqlalchemy import Row, and_, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import (Row, and_, bindparam, delete, exists, func, insert, or_, select,
+                        update)
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from server.crm.db import run
 from server.crm.errors import AlreadyExists, InvalidSyncToken, NotFound
@@ -220,6 +221,21 @@ def get_collection_by_id(session: Session, collection_id: int) -> Optional[Colle
     row = session.execute(select(*COLLECTION_COLUMNS)
                           .where(DavCollection.id == collection_id)).first()
     return collection_from_row(row) if row else None
+
+
+_CHILD = aliased(DavCollection)
+_COLLECTION_AND_CHILDREN = select(
+    *COLLECTION_COLUMNS,
+    exists().where(_CHILD.parent_path == DavCollection.path, _CHILD.path != "")
+    .label("has_children")).where(DavCollection.path == bindparam("path"))
+
+
+def get_collection_and_children(session: Session, path: str
+                                ) -> tuple[Optional[CollectionState], bool]:
+    """The collection at ``path`` (or None) and whether any collection lies inside it, in
+    one query: a listing asks both, one after the other."""
+    row = run(session, _COLLECTION_AND_CHILDREN, {"path": path}).first()
+    return (collection_from_row(row), bool(row.has_children)) if row else (None, False)
 
 
 def child_collections(session: Session, path: str) -> list[CollectionState]:

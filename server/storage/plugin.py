@@ -122,6 +122,7 @@ class Storage(storage.BaseStorage):
                         yield session
                 finally:
                     self.uow.info.pop("collections", None)   # they may have changed
+                    self.uow.info.pop("children", None)
                     self.uow.info.pop("item", None)
                     self.uow.info.pop("items", None)
                     request_context.memo().pop("home", None)
@@ -240,8 +241,15 @@ class Storage(storage.BaseStorage):
                 cache.update({sane: found.get(sane), parent: found.get(parent)})
                 self.uow.info["item"] = (sane, item)
             else:
-                cache[sane] = dav.get_collections(session, [sane]).get(sane)
+                cache[sane], children = dav.get_collection_and_children(session, sane)
+                self.uow.info.setdefault("children", {})[sane] = children
         return cache[sane]
+
+    def has_children(self, session, path: str) -> bool:
+        """Whether collections lie inside the stored collection at ``path``: known from its
+        read in this unit of work when there was one (no second statement)."""
+        known = self.uow.info.get("children", {}).get(path)
+        return known if known is not None else bool(dav.child_collections(session, path))
 
     def _item_at(self, session, parent: Collection, href: str) -> Optional[dav.StoredItem]:
         """The item ``href`` of ``parent``: read with the collections when they were. Kept
