@@ -41,19 +41,15 @@ def test_apple_slovak_attendee_matched_by_domain(crm):
 def test_subdomain_matches_the_nearest_customer_domain(crm):
     crm.customer("Acme Group", "--domain", "acme.example")
     crm.customer("Acme Europe", "--domain", "eu.acme.example")
-    crm.put(crm.alice, "s1.ics", apple("sub-1", "Review", [("Ann Lee", "ann@de.acme.example")],
-                                       me(crm.alice)))
-    crm.put(crm.alice, "s2.ics", apple("sub-2", "Review", [("Ben Ode", "ben@fr.eu.acme.example")],
-                                       me(crm.alice)))
-    crm.put(crm.alice, "s3.ics", apple("sub-3", "Review", [("Cy Po", "cy@acme.example.org")],
-                                       me(crm.alice)))
+    addresses = ("ann@de.acme.example", "ben@fr.eu.acme.example", "cy@acme.example.org")
+    for n, address in enumerate(addresses, 1):
+        crm.put(crm.alice, f"s{n}.ics", apple(f"sub-{n}", "Review", [("Ann Lee", address)],
+                                              me(crm.alice)))
     assert [(crm.visit(uid)["customer"], crm.visit(uid)["match_method"])
             for uid in ("sub-1", "sub-2", "sub-3")] == \
         [("Acme Group", "domain"), ("Acme Europe", "domain"), (None, "none")]
     # The new contacts are attached to their domain's customer, as the visit is tagged.
-    assert [crm.contact(a)["customer_id"] is not None for a in
-            ("ann@de.acme.example", "ben@fr.eu.acme.example", "cy@acme.example.org")] == \
-        [True, True, False]
+    assert [crm.contact(a)["customer_id"] is not None for a in addresses] == [True, True, False]
     [row] = crm.contacts("--customer", "Acme Europe")
     assert row["emails"] == ["ben@fr.eu.acme.example"]
 
