@@ -102,8 +102,8 @@ def sync(session: Session, contact_ids: Iterable[int], *, refresh: bool = True,
     for contact_id in ids:
         for path in wanted[contact_id]:
             by_book[path].append(contact_id)
-    books, current = _books(session, {path: [href_of(c) for c in contact_ids]
-                                      for path, contact_ids in by_book.items()})
+    books, current = _books(session, {path: [href_of(c) for c in members]
+                                      for path, members in by_book.items()})
     links = []
     batches: dict[int, list[dav.ItemData]] = {}
     for path in sorted(by_book):               # the books' revisions are bumped in this order
