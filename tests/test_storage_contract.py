@@ -322,7 +322,7 @@ def test_collection_snapshot_follows_its_own_writes(app, dav):
     assert after_delete not in (before, after_upload) and after_delete == fresh_etag()
 
 
-def test_collections_and_their_items_are_read_together(engine, monkeypatch):
+def test_collections_and_their_items_are_read_together(engine, db_url, monkeypatch):
     """``dav.get_collections_and_items``: each collection gets only the hrefs asked of it
     (an href wanted elsewhere is not taken from it), a missing collection is left out, and
     more hrefs than one statement's share are read in chunks, the collections once."""
@@ -348,6 +348,9 @@ def test_collections_and_their_items_are_read_together(engine, monkeypatch):
         assert {p: {h: i.text for h, i in hs.items()} for p, hs in items.items()} == \
             {pa: {"x": "x", "z": "z"}, pb: {"w": "w"}}
         assert dav.get_collections_and_items(session, {pb: []}) == ({pb: found[pb]}, {pb: {}})
+        with statements_run(db_url) as seen:
+            assert dav.get_collections_and_items(session, {}) == ({}, {})
+        assert seen == []                   # nothing asked, nothing read
 
 
 def test_item_look_ups_use_their_own_indexes_in_a_calendar_new_to_the_statistics(engine):

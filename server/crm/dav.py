@@ -358,11 +358,14 @@ def get_collections_and_items(session: Session, wanted: Mapping[str, Iterable[st
     wanted = {path: set(hrefs) for path, hrefs in wanted.items()}
     found: dict[str, CollectionState] = {}
     items: dict[str, dict[str, StoredItem]] = {}
-    every = sorted(set().union(*wanted.values())) if wanted else []
+    if not wanted:
+        return found, items
+    every = sorted(set().union(*wanted.values()))
     for i in range(0, max(len(every), 1), _CHUNK):
         for row in run(session, _COLLECTIONS_AND_ITEMS, {"paths": sorted(wanted),
                                                          "hrefs": every[i:i + _CHUNK]}):
-            found.setdefault(row.path, collection_from_row(row))
+            if row.path not in found:       # a collection comes on each of its items' rows
+                found[row.path] = collection_from_row(row)
             here = items.setdefault(row.path, {})
             if row.item_href is not None and row.item_href in wanted[row.path]:
                 here[row.item_href] = _item_of(row)
